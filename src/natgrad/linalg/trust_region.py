@@ -1,0 +1,238 @@
+"""The KL trust-region step: natural direction by CG, scaled to the KL radius, line-searched.
+
+Given the gradient ``g`` of a loss to *minimise* and a Fisher operator ``F``:
+
+1. ``x ≈ F⁻¹ g`` by conjugate gradient;
+2. ``β = sqrt(2δ / xᵀFx)``, so that the quadratic model of the KL of the full
+   step ``−βx`` equals the radius δ (``½ (βx)ᵀF(βx) = δ``);
+3. backtracking: try ``θ₀ − ρᵏ β x`` for k = 0, 1, ...; accept the first
+   point whose *measured* KL is ≤ δ **and** whose loss improved;
+4. if none is accepted the parameters are restored bit for bit.
+
+Failures (CG breakdown, no acceptable point, non-finite values) come back in
+:class:`StepInfo`; nothing is raised for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from natgrad.linalg.cg import CGResult, MatVec, cg
+from natgrad.params import as_param_list, numel, unflatten
+
+ScalarFn = Callable[[], Tensor | float]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a natural-gradient step did.
+
+    Attributes:
+        accepted: The parameters were moved (False: restored exactly).
+        reason: ``"accepted"``, ``"kl_exceeded"``, ``"no_improvement"``,
+            ``"non_finite"`` (a trial gave NaN/inf), ``"cg_breakdown"`` (no
+            usable direction) or ``"zero_gradient"``.
+        backtracks: Shrinks made before the accepted point (or in all, if rejected).
+        step_fraction: ``ρᵏ`` of the accepted point; 0.0 if rejected.
+        step_size: β, the scale of the full step.
+        kl: Measured KL at the accepted point, or at the last trial if rejected
+            (NaN when it was not measured).
+        loss_before: Loss at θ₀.
+        loss_after: Loss at the final parameters.
+        expected_improvement: First-order predicted decrease of the full step, ``β gᵀx``.
+        cg: The conjugate-gradient record.
+    """
+
+    accepted: bool
+    reason: str
+    backtracks: int
+    step_fraction: float
+    step_size: float
+    kl: float
+    loss_before: float
+    loss_after: float
+    expected_improvement: float
+    cg: CGResult
+
+    @property
+    def improvement(self) -> float:
+        """``loss_before − loss_after`` (0.0 when the step was rejected)."""
+        return self.loss_before - self.loss_after
+
+
+def _float(x: Tensor | float) -> float:
+    return float(x.detach()) if isinstance(x, Tensor) else float(x)
+
+
+def _check_step_args(params: Sequence[Tensor], grad: Tensor, max_kl: float) -> list[Tensor]:
+    params = as_param_list(params)
+    n = numel(params)
+    if not isinstance(grad, Tensor) or grad.dim() != 1 or grad.shape[0] != n:
+        shape = tuple(grad.shape) if isinstance(grad, Tensor) else type(grad).__name__
+        raise ValueError(
+            f"grad has shape {shape}, but params have {n} entries; pass the flat gradient "
+            "(natgrad.params.flatten of the per-parameter gradients)"
+        )
+    if not torch.isfinite(grad).all():
+        raise ValueError(
+            "grad contains NaN or inf; check the loss and the data (rewards, observations)"
+        )
+    if not isinstance(max_kl, (int, float)) or not (0 < max_kl < math.inf):
+        raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}; 0.01 is usual")
+    return params
+
+
+@dataclass(frozen=True)
+class NaturalDirection:
+    """``x ≈ F⁻¹g`` and the scale β that puts the quadratic KL of ``βx`` at the radius."""
+
+    x: Tensor
+    step_size: float
+    expected_improvement: float
+    cg: CGResult
+
+    @property
+    def usable(self) -> bool:
+        return self.step_size > 0 and math.isfinite(self.step_size)
+
+
+def natural_direction(
+    fisher_mv: MatVec,
+    grad: Tensor,
+    max_kl: float,
+    *,
+    cg_iters: int = 10,
+    cg_rtol: float = 1e-10,
+    preconditioner: MatVec | None = None,
+) -> NaturalDirection:
+    """Solve ``F x = g`` by CG and scale it to the KL radius: ``β = sqrt(2δ / xᵀFx)``."""
+    result = cg(fisher_mv, grad, max_iter=cg_iters, rtol=cg_rtol, preconditioner=preconditioner)
+    x = result.x
+    xfx = float(x @ fisher_mv(x)) if result.iterations > 0 else 0.0
+    if not (xfx > 0 and math.isfinite(xfx)):
+        return NaturalDirection(x, 0.0, 0.0, result)
+    beta = math.sqrt(2.0 * max_kl / xfx)
+    return NaturalDirection(x, beta, beta * float(grad @ x), result)
+
+
+@torch.no_grad()
+def _apply(params: Sequence[Tensor], old: Sequence[Tensor], step: Sequence[Tensor], f: float) -> None:
+    for p, p0, s in zip(params, old, step, strict=True):
+        torch.add(p0, s, alpha=-f, out=p)
+
+
+@torch.no_grad()
+def _restore(params: Sequence[Tensor], old: Sequence[Tensor]) -> None:
+    for p, p0 in zip(params, old, strict=True):
+        p.copy_(p0)
+
+
+def trust_region_step(
+    params: Sequence[Tensor],
+    grad: Tensor,
+    fisher_mv: MatVec,
+    loss_fn: ScalarFn,
+    kl_fn: ScalarFn,
+    *,
+    max_kl: float,
+    cg_iters: int = 10,
+    cg_rtol: float = 1e-10,
+    backtrack_ratio: float = 0.8,
+    max_backtracks: int = 10,
+    loss_before: float | None = None,
+    preconditioner: MatVec | None = None,
+) -> StepInfo:
+    """One TRPO step on ``params`` in place: CG → scale to δ → line search → accept or restore.
+
+    Args:
+        params: The tensors to move (leaf parameters), in flat-vector order.
+        grad: Flat gradient of the loss at the current parameters.
+        fisher_mv: ``v ↦ (F + λI) v``, e.g. ``FisherOperator.mv``.
+        loss_fn: The loss at the current parameter values (called under no_grad).
+        kl_fn: Mean ``KL(p_θ₀ ‖ p_θ)`` at the current parameter values.
+        max_kl: The trust-region radius δ.
+        cg_iters: CG iterations (10-25 is usual).
+        cg_rtol: CG relative residual tolerance.
+        backtrack_ratio: ρ in (0, 1), the shrink factor.
+        max_backtracks: Trial points in all (at least 1).
+        loss_before: Loss at θ₀ if already known (saves one evaluation).
+        preconditioner: Optional ``r ↦ M⁻¹ r`` for CG.
+
+    Returns:
+        A :class:`StepInfo`.  On rejection the parameters are bit-identical to before.
+    """
+    params = _check_step_args(params, grad, max_kl)
+    if not 0 < backtrack_ratio < 1:
+        raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio!r}")
+    if not isinstance(max_backtracks, int) or max_backtracks < 1:
+        raise ValueError(f"max_backtracks must be an int >= 1, got {max_backtracks!r}")
+    with torch.no_grad():
+        l0 = _float(loss_fn()) if loss_before is None else float(loss_before)
+    if not bool(grad.abs().max() > 0):
+        cg0 = CGResult(torch.zeros_like(grad), 0, 0.0, True, False)
+        return StepInfo(False, "zero_gradient", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, cg0)
+    d = natural_direction(
+        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, preconditioner=preconditioner
+    )
+    if not d.usable:
+        return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
+    old = [p.detach().clone() for p in params]
+    step = unflatten(d.x * d.step_size, params, "step")
+    reason, kl, frac = "kl_exceeded", math.nan, 1.0
+    for k in range(max_backtracks):
+        _apply(params, old, step, frac)
+        with torch.no_grad():
+            kl, loss = _float(kl_fn()), _float(loss_fn())
+        if not (math.isfinite(kl) and math.isfinite(loss)):
+            reason = "non_finite"
+        elif kl > max_kl:
+            reason = "kl_exceeded"
+        elif not loss < l0:
+            reason = "no_improvement"
+        else:
+            return StepInfo(
+                True, "accepted", k, frac, d.step_size, kl, l0, loss, d.expected_improvement, d.cg
+            )
+        frac *= backtrack_ratio
+    _restore(params, old)
+    return StepInfo(
+        False, reason, max_backtracks, 0.0, d.step_size, kl, l0, l0, d.expected_improvement, d.cg
+    )
+
+
+def natural_step(
+    params: Sequence[Tensor],
+    grad: Tensor,
+    fisher_mv: MatVec,
+    *,
+    max_kl: float,
+    cg_iters: int = 10,
+    cg_rtol: float = 1e-10,
+    kl_fn: ScalarFn | None = None,
+    loss_fn: ScalarFn | None = None,
+    preconditioner: MatVec | None = None,
+) -> StepInfo:
+    """NPG: the natural step of fixed KL radius, ``θ ← θ − βx``, with no line search.
+
+    ``kl_fn`` and ``loss_fn`` are optional and only measured for the record
+    (one evaluation each).  A CG breakdown leaves the parameters unchanged.
+    """
+    params = _check_step_args(params, grad, max_kl)
+    with torch.no_grad():
+        l0 = _float(loss_fn()) if loss_fn is not None else math.nan
+    d = natural_direction(
+        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, preconditioner=preconditioner
+    )
+    if not d.usable:
+        return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
+    old = [p.detach().clone() for p in params]
+    _apply(params, old, unflatten(d.x * d.step_size, params, "step"), 1.0)
+    with torch.no_grad():
+        kl = _float(kl_fn()) if kl_fn is not None else math.nan
+        l1 = _float(loss_fn()) if loss_fn is not None else math.nan
+    return StepInfo(True, "accepted", 0, 1.0, d.step_size, kl, l0, l1, d.expected_improvement, d.cg)
