@@ -1,0 +1,5 @@
+import sys
+
+from natgrad.cli import main
+
+sys.exit(main())
