@@ -99,14 +99,14 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> P
     """
     if not isinstance(state, Mapping):
         raise ValueError(f"state must be a dict of checkpoint fields, got {type(state).__name__}")
-    step = state.get("step")
+    raw_step: Any = state.get("step")
     try:
-        if isinstance(step, bool):
+        if isinstance(raw_step, bool):
             raise TypeError
-        step = operator.index(step)
+        step = operator.index(raw_step)
     except TypeError:
         raise ValueError(
-            f"state['step'] must be the integer training step, got {step!r}; "
+            f"state['step'] must be the integer training step, got {raw_step!r}; "
             "add step=<int> to the checkpoint"
         ) from None
     version = state.get("format_version", CHECKPOINT_FORMAT_VERSION)

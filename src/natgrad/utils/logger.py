@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -130,6 +130,8 @@ class RunLogger:
         for name in wanted:
             self._check_key(name)
 
+        self._file: TextIO | None = None
+        self._tb: SummaryWriter | None = None
         existing = self.csv_path.exists() and self.csv_path.stat().st_size > 0
         if existing and not resume:
             raise ValueError(
@@ -167,7 +169,7 @@ class RunLogger:
             )
 
     def _rewrite(self, rows: Iterable[list[str]]) -> None:
-        if getattr(self, "_file", None) is not None:
+        if self._file is not None:
             self._file.close()
         _write_csv_atomic(self.csv_path, self.fieldnames, rows)
         self._file = open(self.csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115
