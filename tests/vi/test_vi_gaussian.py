@@ -132,7 +132,10 @@ def test_non_pd_covariance_rejected() -> None:
     ("build", "match"),
     [
         (lambda: FullGaussianQ(torch.zeros(2), torch.eye(3)), "shape"),
-        (lambda: FullGaussianQ(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])), "symmetric"),
+        (
+            lambda: FullGaussianQ(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])),
+            "symmetric",
+        ),
         (lambda: FullGaussianQ(torch.zeros(2, 1), torch.eye(2)), "loc"),
         (lambda: DiagGaussianQ(torch.zeros(2), torch.tensor([1.0, -1.0])), "precision"),
         (lambda: DiagGaussianQ(torch.zeros(2), torch.ones(3)), "precision"),
