@@ -67,7 +67,9 @@ def _batch_len(batch: Any) -> int:
         return batch.shape[0]
     if isinstance(batch, (tuple, list)) and batch:
         return _batch_len(batch[0])
-    raise ValueError("subsample needs a batch (a Tensor or tuple of Tensors with a batch dimension)")
+    raise ValueError(
+        "subsample needs a batch (a Tensor or tuple of Tensors with a batch dimension)"
+    )
 
 
 def subsample_batch(
@@ -156,7 +158,13 @@ class FisherOperator(ABC):
         """Solve ``(F + λI) x = b`` by conjugate gradient; see :func:`natgrad.linalg.cg`."""
         self._check(b, "b")
         return cg(
-            self.mv, b, x0=x0, max_iter=max_iter, rtol=rtol, atol=atol, preconditioner=preconditioner
+            self.mv,
+            b,
+            x0=x0,
+            max_iter=max_iter,
+            rtol=rtol,
+            atol=atol,
+            preconditioner=preconditioner,
         )
 
 
@@ -179,7 +187,13 @@ class DenseFisher(FisherOperator):
 
 
 class _AutogradOperator(FisherOperator):
-    """Shared set-up: detached copies of the parameters that require grad."""
+    """Shared set-up: private copies of the parameters that require grad.
+
+    Operators built from ``fn`` linearise around a *copy* of the parameters, so
+    they stay valid (the Fisher at θ₀) after the parameters move.  Operators
+    built ``from_distribution`` share the caller's graph and become invalid
+    once the parameters are changed in place (autograd then raises).
+    """
 
     def __init__(self, params: Sequence[Tensor], damping: float) -> None:
         self.params = as_param_list(params)
@@ -189,7 +203,7 @@ class _AutogradOperator(FisherOperator):
 
     @staticmethod
     def _leaves(params: Sequence[Tensor]) -> list[Tensor]:
-        return [p.detach().requires_grad_(True) for p in params]
+        return [p.detach().clone().requires_grad_(True) for p in params]
 
     @staticmethod
     def _grad(outputs: Any, inputs: Sequence[Tensor], grad_outputs: Any = None) -> list[Tensor]:

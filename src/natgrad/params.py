@@ -20,7 +20,9 @@ def as_param_list(params: Iterable[Tensor] | Tensor, name: str = "params") -> li
         params = [params]
     out = list(params)
     if not out:
-        raise ValueError(f"{name} is empty; pass the tensors to differentiate, e.g. model.parameters()")
+        raise ValueError(
+            f"{name} is empty; pass the tensors to differentiate, e.g. model.parameters()"
+        )
     seen: set[int] = set()
     for i, p in enumerate(out):
         if not isinstance(p, Tensor):

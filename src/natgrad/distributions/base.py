@@ -72,8 +72,13 @@ class Distribution(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no reparameterised sample")
 
     def detach(self) -> Distribution:
-        """The same distribution with its parameters cut from the graph (``stop_gradient``)."""
-        return self.with_params([p.detach() for p in self.params])
+        """A frozen copy: parameters cut from the graph (``stop_gradient``) and cloned.
+
+        The clone matters: a parameter such as a state-independent ``log_std``
+        may be a view of a live ``nn.Parameter``, and the "old" policy of a
+        trust-region step must not move when the parameters do.
+        """
+        return self.with_params([p.detach().clone() for p in self.params])
 
     @property
     def batch_size(self) -> int:

@@ -138,7 +138,9 @@ class MultiCategorical(Distribution):
         check_same_family(self, other)
         other = cast(MultiCategorical, other)
         if other.nvec != self.nvec:
-            raise ValueError(f"kl(other): other.nvec={other.nvec} differs from self.nvec={self.nvec}")
+            raise ValueError(
+                f"kl(other): other.nvec={other.nvec} differs from self.nvec={self.nvec}"
+            )
         return sum(a.kl(b) for a, b in zip(self.parts, other.parts, strict=True))  # type: ignore[return-value]
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:

@@ -121,7 +121,9 @@ def natural_direction(
 
 
 @torch.no_grad()
-def _apply(params: Sequence[Tensor], old: Sequence[Tensor], step: Sequence[Tensor], f: float) -> None:
+def _apply(
+    params: Sequence[Tensor], old: Sequence[Tensor], step: Sequence[Tensor], f: float
+) -> None:
     for p, p0, s in zip(params, old, step, strict=True):
         torch.add(p0, s, alpha=-f, out=p)
 

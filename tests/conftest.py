@@ -1,0 +1,23 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+_FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # the float64 fixture is idempotent
+settings.register_profile(
+    "default", deadline=None, max_examples=25, derandomize=True, suppress_health_check=_FIXTURE_OK
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=200, suppress_health_check=_FIXTURE_OK
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64, restoring the default dtype afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
