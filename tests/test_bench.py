@@ -1,0 +1,32 @@
+"""The benchmarks are imported and run in quick mode so that they cannot rot."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fvp_bench_runs_and_reports_ratios():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        out = load("fvp").run(quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    for hidden in ("h64", "h256"):
+        for method in ("ggn", "kl_hessian", "ggn_own_forward", "ggn_func"):
+            ratio = out[hidden][method]["amortised_over_grad"]
+            assert ratio > 0 and ratio == pytest.approx(ratio)  # finite, positive
+    assert set(out["summary"]) >= {"ggn_amortised_over_grad_64", "target_ggn_64"}
