@@ -36,12 +36,7 @@ DOCTEST_MODULES = [
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 
-KNOWN_DOCTEST_FAILURES: dict[str, str] = {
-    "natgrad.linalg.cg.cg": (
-        "float32 example with the default rtol=1e-10 cannot reach the tolerance, so "
-        "converged is False, not True as the docstring claims (core bug, reported)"
-    ),
-}
+KNOWN_DOCTEST_FAILURES: dict[str, str] = {}
 """Doctests that fail in files this test does not own: ``name -> why``, shown as xfail."""
 
 

@@ -78,9 +78,10 @@ def cg(
     Returns:
         A :class:`CGResult`; a breakdown or too few iterations is reported, never raised.
 
-    >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
-    >>> r = cg(lambda v: A @ v, torch.tensor([1.0, 2.0]))
-    >>> r.converged, r.iterations, torch.allclose(A @ r.x, torch.tensor([1.0, 2.0]))
+    >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> r = cg(lambda v: A @ v, b)
+    >>> r.converged, r.iterations, torch.allclose(A @ r.x, b)
     (True, 2, True)
     """
     _check_vector("b", b)
