@@ -1,0 +1,493 @@
+"""Vector environments with SAME-STEP autoreset.
+
+Every backend exposes the same interface (:class:`VecEnv`):
+
+* ``reset(seeds) -> obs`` with ``obs`` of shape ``(N, *obs_space.shape)``;
+* ``step(actions) -> (obs, rewards, terminated, truncated, final_obs, infos)`` where,
+  for every env ``i`` that ended this step (``terminated[i] | truncated[i]``), ``obs[i]``
+  is already the observation after the automatic reset and ``final_obs[i]`` is the true
+  last observation of the finished episode. ``final_obs`` is dense ``(N, *obs_shape)``
+  and holds zeros in the rows of envs that did not end (it is a shared read-only zero
+  array, ``venv.no_final``, when nothing ended: ``final_obs is venv.no_final`` is a cheap
+  "nothing ended" test). ``infos`` is ``None`` unless ``return_infos=True``, in
+  which case it is a list of per-env info dicts (the finished step's info is under
+  ``"final_info"``).
+
+Backends: :class:`SyncVecEnv` (plain loop in this process), :class:`AsyncVecEnv` (one
+subprocess per group of envs, talking over Pipes) and :class:`GymVectorAdapter` (wraps a
+user's :class:`gymnasium.vector.VectorEnv` in any ``autoreset_mode``).
+
+``get_state()`` returns one ``bytes`` blob per env (in env order), so a checkpoint can be
+restored mid-episode by any backend with any grouping of envs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from natgrad.rl.envs import dump_env, load_env
+
+__all__ = [
+    "AsyncVecEnv",
+    "GymVectorAdapter",
+    "SyncVecEnv",
+    "VecEnv",
+]
+
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, "list[dict] | None"]
+
+
+def _obs_buffer(space: gym.Space, n: int) -> np.ndarray:
+    return np.zeros((n, *space.shape), dtype=space.dtype)
+
+
+class VecEnv:
+    """Common interface of the vector envs (see the module docstring)."""
+
+    n_envs: int
+    env_indices: tuple[int, ...]
+    observation_space: gym.Space
+    action_space: gym.Space
+    no_final: np.ndarray  # read-only zeros, returned as final_obs when no env ended
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        """Reset all envs (``seeds[i]`` for env ``i``) and return the observations."""
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step all envs with SAME-STEP autoreset; see the module docstring."""
+        raise NotImplementedError
+
+    def get_state(self) -> list[bytes]:
+        """Return one serialised env (with its mid-episode state) per env, in order."""
+        raise NotImplementedError
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        """Replace the envs by those serialised in ``state`` (from :meth:`get_state`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the envs (and workers)."""
+
+    def _setup(self, n: int, env_indices: Sequence[int] | None) -> None:
+        if n == 0:
+            raise ValueError("no envs given; pass at least one env constructor")
+        self.n_envs = n
+        self.env_indices = tuple(range(n) if env_indices is None else env_indices)
+        if len(self.env_indices) != n:
+            raise ValueError(f"env_indices has {len(self.env_indices)} entries for {n} envs")
+
+    def _set_spaces(self, obs_space: gym.Space, act_space: gym.Space) -> None:
+        self.observation_space, self.action_space = obs_space, act_space
+        self.no_final = _obs_buffer(obs_space, self.n_envs)
+        self.no_final.flags.writeable = False
+
+    def _seeds(self, seeds: Sequence[int | None] | None) -> list[int | None]:
+        seeds = [None] * self.n_envs if seeds is None else list(seeds)
+        if len(seeds) != self.n_envs:
+            raise ValueError(f"seeds has {len(seeds)} entries for {self.n_envs} envs")
+        return seeds
+
+    def _check_state(self, state: Sequence[bytes]) -> None:
+        if len(state) != self.n_envs:
+            raise ValueError(
+                f"state holds {len(state)} envs but this vector env has {self.n_envs}; "
+                "pass the get_state() of a vector env with the same envs"
+            )
+
+    def __enter__(self) -> VecEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncVecEnv(VecEnv):
+    """Steps its envs one after the other in this process.
+
+    Args:
+        env_fns: Zero-argument callables building the envs.
+        env_indices: Global env index of each env (used in error messages; default
+            ``0..N-1``).
+        return_infos: Whether ``step`` returns the per-env info dicts.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        *,
+        env_indices: Sequence[int] | None = None,
+        return_infos: bool = False,
+    ) -> None:
+        self._setup(len(env_fns), env_indices)
+        self.return_infos = return_infos
+        self.envs: list[gym.Env] = []
+        for i, fn in enumerate(env_fns):
+            try:
+                self.envs.append(fn())
+            except Exception as err:
+                self.close()
+                raise RuntimeError(
+                    f"building env {self.env_indices[i]} failed: {type(err).__name__}: {err}"
+                ) from err
+        self._set_spaces(self.envs[0].observation_space, self.envs[0].action_space)
+        self._obs = _obs_buffer(self.observation_space, self.n_envs)
+
+    def _fail(self, i: int, what: str, err: Exception) -> RuntimeError:
+        return RuntimeError(
+            f"env {self.env_indices[i]} raised in {what}: {type(err).__name__}: {err}"
+        )
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        seeds = self._seeds(seeds)
+        obs = self._obs.copy()
+        for i, env in enumerate(self.envs):
+            try:
+                obs[i] = env.reset(seed=seeds[i])[0]
+            except Exception as err:
+                raise self._fail(i, "reset", err) from err
+        return obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        n = self.n_envs
+        obs = np.empty_like(self._obs)
+        rew = np.empty(n, dtype=np.float64)
+        term = np.empty(n, dtype=np.bool_)
+        trunc = np.empty(n, dtype=np.bool_)
+        final = self.no_final
+        infos: list[dict] | None = [] if self.return_infos else None
+        i = 0
+        try:
+            for i, env in enumerate(self.envs):
+                o, r, te, tr, info = env.step(actions[i])
+                if te or tr:
+                    if final is self.no_final:
+                        final = np.zeros_like(self._obs)
+                    final[i] = o
+                    o, reset_info = env.reset()
+                    if infos is not None:
+                        info = {**reset_info, "final_info": info}
+                obs[i] = o
+                rew[i] = r
+                term[i] = te
+                trunc[i] = tr
+                if infos is not None:
+                    infos.append(info)
+        except Exception as err:
+            raise self._fail(i, "step", err) from err
+        return obs, rew, term, trunc, final, infos
+
+    def get_state(self) -> list[bytes]:
+        return [dump_env(env) for env in self.envs]
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        self._check_state(state)
+        new = [load_env(blob) for blob in state]
+        self.close()
+        self.envs = new
+
+    def close(self) -> None:
+        """Close the envs."""
+        for env in self.envs:
+            env.close()
+
+
+def _worker(conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bool) -> None:
+    venv = None
+    try:
+        venv = SyncVecEnv(env_fns, env_indices=indices, return_infos=return_infos)
+        conn.send(("ok", (venv.observation_space, venv.action_space)))
+        while True:
+            cmd, data = conn.recv()
+            if cmd == "step":
+                obs, rew, term, trunc, final, infos = venv.step(data)
+                done = term | trunc
+                conn.send(("ok", (obs, rew, term, trunc, final if done.any() else None, infos)))
+            elif cmd == "reset":
+                conn.send(("ok", venv.reset(data)))
+            elif cmd == "get_state":
+                conn.send(("ok", venv.get_state()))
+            elif cmd == "set_state":
+                venv.set_state(data)
+                conn.send(("ok", None))
+            elif cmd == "close":
+                break
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+    except KeyboardInterrupt:
+        pass
+    except Exception as err:
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        try:
+            conn.send(("error", (str(err), detail + "\n" + traceback.format_exc())))
+        except Exception:  # parent gone
+            pass
+    finally:
+        if venv is not None:
+            venv.close()
+        conn.close()
+
+
+class AsyncVecEnv(VecEnv):
+    """Runs groups of envs in subprocesses and talks to them over Pipes.
+
+    An exception inside a worker is reported in the parent as a ``RuntimeError`` naming
+    the env index and the original exception; a worker that dies is detected within
+    ``poll_interval`` seconds. After such an error the vector env is closed.
+
+    Args:
+        env_fns: Picklable zero-argument callables building the envs (e.g.
+            ``EnvFactory.bind(i, seed)``).
+        env_indices: Global env index of each env (default ``0..N-1``).
+        n_workers: Number of subprocesses; envs are split into contiguous groups
+            (default: one per env, capped at the CPU count).
+        context: ``multiprocessing`` start method: ``"forkserver"`` (default where
+            available) or ``"spawn"``.
+        timeout: Seconds to wait for a reply before failing (``None``: wait as long as
+            the worker is alive).
+        return_infos: Whether ``step`` returns the per-env info dicts.
+        poll_interval: Seconds between liveness checks of a silent worker.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        *,
+        env_indices: Sequence[int] | None = None,
+        n_workers: int | None = None,
+        context: str | None = None,
+        timeout: float | None = None,
+        return_infos: bool = False,
+        poll_interval: float = 0.5,
+    ) -> None:
+        n = len(env_fns)
+        self._setup(n, env_indices)
+        if n_workers is None:
+            n_workers = min(n, mp.cpu_count() or 1)
+        if not 1 <= n_workers <= n:
+            raise ValueError(f"n_workers={n_workers} must be between 1 and n_envs={n}")
+        if context is None:
+            context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        if context not in ("forkserver", "spawn"):
+            raise ValueError(f"context={context!r}; use 'forkserver' or 'spawn'")
+        self.timeout, self.poll_interval = timeout, poll_interval
+        self._closed = False
+        ctx = mp.get_context(context)
+        if context == "forkserver":
+            # Workers fork from a server that has imported this module (and numpy, gymnasium,
+            # ...) once; no effect if the user's forkserver already runs.
+            ctx.set_forkserver_preload(["__main__", __name__])
+        bounds = np.linspace(0, n, n_workers + 1).round().astype(int)
+        self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        for sl in self._slices:
+            parent, child = ctx.Pipe()
+            args = (child, list(env_fns[sl]), self.env_indices[sl], return_infos)
+            proc = ctx.Process(target=_worker, args=args, daemon=True)
+            try:
+                proc.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as err:
+                self.close()
+                raise ValueError(
+                    f"env_fns must be picklable for AsyncVecEnv ({err}); use EnvFactory or "
+                    "top-level functions"
+                ) from err
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._set_spaces(*self._gather()[0])
+
+    def _recv(self, w: int) -> Any:
+        conn, proc = self._conns[w], self._procs[w]
+        sl = self._slices[w]
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not conn.poll(self.poll_interval):
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"worker for envs {self.env_indices[sl]} died (exit code {proc.exitcode})"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker for envs {self.env_indices[sl]} did not answer within {self.timeout} s"
+                )
+        try:
+            status, payload = conn.recv()
+        except (EOFError, OSError) as err:
+            proc.join(timeout=1.0)
+            raise RuntimeError(
+                f"worker for envs {self.env_indices[sl]} died (exit code {proc.exitcode})"
+            ) from err
+        if status == "error":
+            raise RuntimeError(f"{payload[0]}\n--- worker traceback ---\n{payload[1]}")
+        return payload
+
+    def _gather(self) -> list[Any]:
+        if self._closed:
+            raise RuntimeError("AsyncVecEnv is closed")
+        try:
+            return [self._recv(w) for w in range(len(self._conns))]
+        except RuntimeError:
+            self.close()  # the envs' state is undefined after a failure
+            raise
+
+    def _send_all(self, cmd: str, parts: Sequence[Any]) -> None:
+        if self._closed:
+            raise RuntimeError("AsyncVecEnv is closed")
+        for conn, part in zip(self._conns, parts, strict=True):
+            conn.send((cmd, part))
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        seeds = self._seeds(seeds)
+        self._send_all("reset", [seeds[sl] for sl in self._slices])
+        return np.concatenate(self._gather())
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        self._send_all("step", [actions[sl] for sl in self._slices])
+        res = self._gather()
+        if len(res) == 1:
+            obs, rew, term, trunc, final, infos = res[0]
+            return obs, rew, term, trunc, self.no_final if final is None else final, infos
+        obs, rew, term, trunc = (np.concatenate(part) for part in list(zip(*res, strict=True))[:4])
+        final = self.no_final
+        if any(r[4] is not None for r in res):
+            final = np.zeros_like(self.no_final)
+            for sl, r in zip(self._slices, res, strict=True):
+                if r[4] is not None:
+                    final[sl] = r[4]
+        infos = None if res[0][5] is None else [i for r in res for i in r[5]]
+        return obs, rew, term, trunc, final, infos
+
+    def get_state(self) -> list[bytes]:
+        self._send_all("get_state", [None] * len(self._conns))
+        return [blob for part in self._gather() for blob in part]
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        self._check_state(state)
+        self._send_all("set_state", [list(state[sl]) for sl in self._slices])
+        self._gather()
+
+    def close(self) -> None:
+        """Stop the workers (terminating any that do not exit within a second)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            if proc.is_alive():
+                try:
+                    conn.send(("close", None))
+                except (BrokenPipeError, OSError):
+                    pass
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            proc.join(timeout=1.0)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=1.0)
+            conn.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class GymVectorAdapter(VecEnv):
+    """Presents a :class:`gymnasium.vector.VectorEnv` through the SAME-STEP interface.
+
+    The mode is read from ``venv.metadata["autoreset_mode"]`` (``NEXT_STEP``, gymnasium's
+    default, when absent):
+
+    * ``SAME_STEP``: ``obs`` already holds the reset observations; the final ones are read
+      from ``info["final_obs"]`` (masked by ``info["_final_obs"]``).
+    * ``NEXT_STEP`` and ``DISABLED``: the obs returned for a finished env is its final
+      obs. The adapter copies it into ``final_obs`` and at once calls
+      ``venv.reset(options={"reset_mask": done})``, which resets only the finished
+      sub-envs (unseeded, exactly like an autoreset) and clears their pending autoreset.
+      The reset step that ``NEXT_STEP`` would otherwise run inside the next ``step`` (a
+      fake transition with reward 0 that ignores the action) therefore never happens:
+      every ``step`` is a real transition for every env. Needs ``reset_mask`` support
+      (gymnasium >= 1.1 ``SyncVectorEnv``/``AsyncVectorEnv``).
+
+    ``infos`` (with ``return_infos=True``) is gymnasium's info dict of the step.
+    ``get_state``/``set_state`` need ``venv.unwrapped`` to be a ``SyncVectorEnv``; the state
+    of vector *wrappers* is not saved.
+
+    Args:
+        venv: The vector env; its actions are our actions (clipped, offset) batched.
+        env_indices: Global env index of each sub-env (default ``0..N-1``).
+        return_infos: Whether ``step`` returns gymnasium's info dict.
+    """
+
+    def __init__(
+        self,
+        venv: gym.vector.VectorEnv,
+        *,
+        env_indices: Sequence[int] | None = None,
+        return_infos: bool = False,
+    ) -> None:
+        if not isinstance(venv, gym.vector.VectorEnv):
+            raise ValueError(f"venv must be a gymnasium.vector.VectorEnv, got {type(venv)}")
+        self.venv = venv
+        self._setup(int(venv.num_envs), env_indices)
+        self._set_spaces(venv.single_observation_space, venv.single_action_space)
+        mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        self.autoreset_mode = gym.vector.AutoresetMode(mode)
+        self.return_infos = return_infos
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        obs, _ = self.venv.reset(seed=None if seeds is None else list(seeds))
+        return np.asarray(obs)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step all envs with SAME-STEP autoreset; see the class docstring."""
+        obs, rew, term, trunc, info = self.venv.step(actions)
+        obs = np.asarray(obs)
+        rew = np.asarray(rew, dtype=np.float64)
+        term = np.asarray(term, dtype=np.bool_)
+        trunc = np.asarray(trunc, dtype=np.bool_)
+        done = term | trunc
+        final = self.no_final
+        if done.any():
+            final = np.zeros_like(self.no_final)
+            if self.autoreset_mode is gym.vector.AutoresetMode.SAME_STEP:
+                for i in np.flatnonzero(info["_final_obs"]):
+                    final[i] = info["final_obs"][i]
+            else:
+                final[done] = obs[done]
+                obs, _ = self.venv.reset(options={"reset_mask": done})
+                obs = np.asarray(obs)
+        return obs, rew, term, trunc, final, info if self.return_infos else None
+
+    def _sync_base(self) -> gym.vector.SyncVectorEnv:
+        base = self.venv.unwrapped
+        if not isinstance(base, gym.vector.SyncVectorEnv):
+            raise NotImplementedError(
+                f"get_state/set_state need a gymnasium SyncVectorEnv, got {type(base).__name__}; "
+                "use natgrad's SyncVecEnv/AsyncVecEnv for checkpointable envs"
+            )
+        return base
+
+    def get_state(self) -> list[bytes]:
+        """Return one serialised sub-env per env (SyncVectorEnv only)."""
+        return [dump_env(env) for env in self._sync_base().envs]
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        """Replace the sub-envs by those in ``state`` (SyncVectorEnv only)."""
+        base = self._sync_base()
+        self._check_state(state)
+        base.envs = [load_env(blob) for blob in state]
+        if hasattr(base, "_autoreset_envs"):
+            base._autoreset_envs[:] = False
+
+    def close(self) -> None:
+        """Close the wrapped vector env."""
+        self.venv.close()
