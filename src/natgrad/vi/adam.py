@@ -42,7 +42,7 @@ class _Params:
     def __init__(self, q0: GaussianQ) -> None:
         self.diagonal = isinstance(q0, DiagGaussianQ)
         self.loc = q0.loc.detach().clone().requires_grad_(True)
-        if self.diagonal:
+        if isinstance(q0, DiagGaussianQ):
             raw = q0.scale.detach().log()
         else:
             c = q0.scale_tril.detach()
@@ -137,7 +137,7 @@ def fit_adam(
             objective = f.mean() + entropy
             (-objective).backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.tensors()]
-        gnorm = float(torch.sqrt(sum(g.square().sum() for g in grads)))
+        gnorm = float(torch.stack([g.square().sum() for g in grads]).sum().sqrt())
         value = float(objective.detach())
         if not (math.isfinite(value) and math.isfinite(gnorm)):
             history.append(VIStepInfo(value, lr_t, gnorm, math.nan, False, "non-finite ELBO "

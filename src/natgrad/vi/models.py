@@ -104,7 +104,8 @@ class BayesianLinearRegression:
 
     def mean_field_posterior(self) -> DiagGaussianQ:
         """Optimal diagonal Gaussian (min KL(q‖p)): exact mean, precision ``diag A``."""
-        return DiagGaussianQ(self.posterior().loc, self.posterior_precision().diagonal())
+        post = self.posterior()
+        return DiagGaussianQ(post.loc, post.precision.diagonal())
 
     def log_evidence(self) -> Tensor:
         """``log p(y) = log N(y | 0, τ² X Xᵀ + σ² I)``."""
