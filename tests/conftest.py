@@ -13,6 +13,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Tests run two to a 2-core machine (pytest -n 2); one torch thread each avoids
+# oversubscription, which makes tiny operations orders of magnitude slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def float64():
