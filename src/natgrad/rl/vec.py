@@ -46,6 +46,11 @@ StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, "
 
 
 def _obs_buffer(space: gym.Space, n: int) -> np.ndarray:
+    if space.shape is None:
+        raise ValueError(
+            f"unsupported observation space {space!r}: vector envs need a fixed-shape space "
+            "(Box or Discrete); wrap the env, e.g. with gymnasium.wrappers.FlattenObservation"
+        )
     return np.zeros((n, *space.shape), dtype=space.dtype)
 
 
@@ -138,7 +143,11 @@ class SyncVecEnv(VecEnv):
                 raise RuntimeError(
                     f"building env {self.env_indices[i]} failed: {type(err).__name__}: {err}"
                 ) from err
-        self._set_spaces(self.envs[0].observation_space, self.envs[0].action_space)
+        try:
+            self._set_spaces(self.envs[0].observation_space, self.envs[0].action_space)
+        except ValueError:
+            self.close()
+            raise
         self._obs = _obs_buffer(self.observation_space, self.n_envs)
 
     def _fail(self, i: int, what: str, err: Exception) -> RuntimeError:
