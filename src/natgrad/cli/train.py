@@ -16,7 +16,7 @@ from typing import Any
 from natgrad.rl.config import CONFIGS, AgentConfig, TRPOConfig, parse_value
 
 DEFAULT_ENV = "CartPole-v1"
-ALIASES = {"total_steps": ["--steps"]}
+ALIASES = {"total_steps": ["--steps"], "vec": ["--backend"]}
 
 
 def _config_fields(cls: type[AgentConfig]) -> list[str]:

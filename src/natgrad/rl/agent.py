@@ -51,8 +51,14 @@ def make_collector(cfg: AgentConfig) -> Collector:
             raise ValueError(
                 f"vec='ray' needs Ray: install it with `pip install natgrad[ray]` ({exc})"
             ) from None
-        return RayCollector(cfg.env_id, cfg.n_envs, cfg.seed, **kwargs)  # type: ignore[return-value]
-    return LocalCollector(cfg.env_id, cfg.n_envs, cfg.seed, vec=cfg.vec, **kwargs)
+        return RayCollector(  # type: ignore[return-value]
+            cfg.env_id, cfg.n_envs, cfg.seed, workers=cfg.workers or None,
+            address=cfg.ray_address or None, **kwargs,
+        )  # fmt: skip
+    vec_kwargs = {"n_workers": cfg.workers} if cfg.vec == "async" and cfg.workers else None
+    return LocalCollector(
+        cfg.env_id, cfg.n_envs, cfg.seed, vec=cfg.vec, vec_kwargs=vec_kwargs, **kwargs
+    )
 
 
 class Agent:

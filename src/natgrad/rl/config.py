@@ -31,7 +31,12 @@ class AgentConfig:
     n_envs: int = 1
     """Number of parallel environments."""
     vec: str = "sync"
-    """Rollout backend: "sync" (one process) or "async" (one subprocess per env)."""
+    """Rollout backend: "sync" (one process), "async" (subprocesses) or "ray" (Ray actors)."""
+    workers: int = 0
+    """Rollout workers: subprocesses for vec="async", Ray actors for vec="ray"; 0 picks one
+    per CPU core (async) or one per env (ray), at most n_envs."""
+    ray_address: str = ""
+    """Address of a running Ray cluster for vec="ray" ("" starts a local Ray instance)."""
     n_steps: int = 2048
     """Steps per env per iteration; a batch holds n_steps × n_envs transitions."""
     gamma: float = 0.99
@@ -99,6 +104,12 @@ class AgentConfig:
             _check_type(f.name, getattr(self, f.name), hints[f.name])
         _positive_int(self, "total_steps", "n_envs", "n_steps", "cg_iters", "batch_size", "threads")
         _positive_int(self, "checkpoint_every", "n_critic_updates")
+        if isinstance(self.workers, bool) or not 0 <= self.workers <= self.n_envs:
+            _bad(
+                "workers",
+                self.workers,
+                f"an int in [0, n_envs={self.n_envs}]: each worker needs an env",
+            )
         if self.eval_episodes < 0:
             _bad("eval_episodes", self.eval_episodes, "an int >= 0")
         for name in ("gamma", "gae_lambda"):
