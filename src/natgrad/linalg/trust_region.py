@@ -108,10 +108,18 @@ def natural_direction(
     *,
     cg_iters: int = 10,
     cg_rtol: float = 1e-10,
+    cg_atol: float = 0.0,
     preconditioner: MatVec | None = None,
 ) -> NaturalDirection:
     """Solve ``F x = g`` by CG and scale it to the KL radius: ``β = sqrt(2δ / xᵀFx)``."""
-    result = cg(fisher_mv, grad, max_iter=cg_iters, rtol=cg_rtol, preconditioner=preconditioner)
+    result = cg(
+        fisher_mv,
+        grad,
+        max_iter=cg_iters,
+        rtol=cg_rtol,
+        atol=cg_atol,
+        preconditioner=preconditioner,
+    )
     x = result.x
     xfx = float(x @ fisher_mv(x)) if result.iterations > 0 else 0.0
     if not (xfx > 0 and math.isfinite(xfx)):
@@ -144,6 +152,7 @@ def trust_region_step(
     max_kl: float,
     cg_iters: int = 10,
     cg_rtol: float = 1e-10,
+    cg_atol: float = 0.0,
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 10,
     loss_before: float | None = None,
@@ -160,6 +169,7 @@ def trust_region_step(
         max_kl: The trust-region radius δ.
         cg_iters: CG iterations (10-25 is usual).
         cg_rtol: CG relative residual tolerance.
+        cg_atol: CG absolute residual tolerance.
         backtrack_ratio: ρ in (0, 1), the shrink factor.
         max_backtracks: Trial points in all (at least 1).
         loss_before: Loss at θ₀ if already known (saves one evaluation).
@@ -179,8 +189,9 @@ def trust_region_step(
         cg0 = CGResult(torch.zeros_like(grad), 0, 0.0, True, False)
         return StepInfo(False, "zero_gradient", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, cg0)
     d = natural_direction(
-        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, preconditioner=preconditioner
-    )
+        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
+        preconditioner=preconditioner,
+    )  # fmt: skip
     if not d.usable:
         return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]
@@ -215,6 +226,7 @@ def natural_step(
     max_kl: float,
     cg_iters: int = 10,
     cg_rtol: float = 1e-10,
+    cg_atol: float = 0.0,
     kl_fn: ScalarFn | None = None,
     loss_fn: ScalarFn | None = None,
     preconditioner: MatVec | None = None,
@@ -228,8 +240,9 @@ def natural_step(
     with torch.no_grad():
         l0 = _float(loss_fn()) if loss_fn is not None else math.nan
     d = natural_direction(
-        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, preconditioner=preconditioner
-    )
+        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
+        preconditioner=preconditioner,
+    )  # fmt: skip
     if not d.usable:
         return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from natgrad.rl.config import AgentConfig, NPGConfig, TRPOConfig
+from natgrad.rl.critic import MLPCriticTrainer, fit_critic_autograd, supports_fast_path
 from natgrad.rl.envs import check_env_id
 from natgrad.rl.evaluate import Actor, evaluate
 from natgrad.rl.gae import compute_next_values, gae
 from natgrad.rl.policies import ActorCritic
 from natgrad.rl.presets import preset_for
 from natgrad.rl.rollout import Collector, LocalCollector, RolloutBatch
-from natgrad.rl.update import Batch, critic_step, explained_variance, policy_step
+from natgrad.rl.update import Batch, explained_variance, policy_step
 from natgrad.utils.checkpoint import load_checkpoint, save_checkpoint
 
 Callback = Callable[["Agent", dict[str, float]], bool | None]
@@ -95,9 +96,14 @@ class Agent:
                 activation=cfg.activation, ortho_init=cfg.ortho_init,
                 log_std_init=cfg.log_std_init, actor=actor, critic=critic,
             )  # fmt: skip
-        self.critic_optimizer = torch.optim.Adam(
-            self.policy.critic_parameters(), lr=cfg.critic_lr, foreach=True
-        )
+        self.critic_trainer: MLPCriticTrainer | None = None
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if supports_fast_path(self.policy.critic):
+            self.critic_trainer = MLPCriticTrainer(self.policy.critic, lr=cfg.critic_lr)  # type: ignore[arg-type]
+        else:
+            self.critic_optimizer = torch.optim.Adam(
+                self.policy.critic_parameters(), lr=cfg.critic_lr, foreach=True
+            )
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.iteration = 0
         self.env_steps = 0
@@ -133,7 +139,7 @@ class Agent:
         t1 = time.perf_counter()
         batch = self._make_batch(rollout)
         info, stats = policy_step(self.policy, batch, cfg, self.generator)
-        stats.update(critic_step(self.policy, self.critic_optimizer, batch, cfg, self.generator))
+        stats["value_loss"] = self._fit_critic(batch)
         t2 = time.perf_counter()
         self.iteration += 1
         self.env_steps += rollout.n_steps * rollout.n_envs
@@ -153,6 +159,24 @@ class Agent:
             steps_per_second=rollout.n_steps * rollout.n_envs / max(t2 - t0, 1e-9),
         )
         return stats
+
+    def _fit_critic(self, batch: Batch) -> float:
+        cfg, kw = self.config, {}
+        kw = dict(epochs=cfg.n_critic_updates, batch_size=cfg.batch_size, generator=self.generator)
+        if self.critic_trainer is not None:
+            return self.critic_trainer.fit(batch.obs, batch.returns, **kw)  # type: ignore[arg-type]
+        assert self.critic_optimizer is not None  # one of the two is set in __init__
+        return fit_critic_autograd(
+            self.policy.critic,
+            self.critic_optimizer,
+            batch.obs,
+            batch.returns,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def _critic_state(self) -> dict[str, Any]:
+        opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
+        return opt.state_dict()  # type: ignore[union-attr]
 
     def _make_batch(self, rollout: RolloutBatch) -> Batch:
         cfg = self.config
@@ -214,7 +238,7 @@ class Agent:
             "obs_dim": int(self.collector.obs_dim),  # type: ignore[attr-defined]
             "action_space": repr(self.collector.action_space),
             "policy": self.policy.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "critic_optimizer": self._critic_state(),
             "generator": self.generator.get_state(),
             "collector": self.collector.state_dict(),
             "recent_episodes": list(self.recent_episodes),
@@ -222,7 +246,8 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
+        opt.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
         self.generator.set_state(state["generator"])
         self.collector.load_state_dict(state["collector"])
         self.iteration = int(state["iteration"])

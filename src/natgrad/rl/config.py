@@ -52,7 +52,9 @@ class AgentConfig:
     cg_damping: float = 0.1
     """Damping λ of the Fisher in CG: (F + λI) x = g."""
     cg_rtol: float = 1e-10
-    """Relative residual at which CG stops early."""
+    """CG stops early once ‖r‖ ≤ cg_rtol·‖g‖ ..."""
+    cg_atol: float = 1e-5
+    """... or once ‖r‖ ≤ cg_atol (1e-5 is sb3-contrib's residual_tol = 1e-10 on ‖r‖²)."""
     fisher: str = "ggn"
     """How the Fisher product is computed: "ggn" (Jᵀ F_out J, linearised once) or
     "kl_hessian" (double backprop, the reference)."""
@@ -121,8 +123,9 @@ class AgentConfig:
                 _bad(name, v, "a finite number > 0")
         if not (self.cg_damping >= 0 and math.isfinite(self.cg_damping)):
             _bad("cg_damping", self.cg_damping, "a finite number >= 0 (0.1 is usual)")
-        if not self.cg_rtol >= 0:
-            _bad("cg_rtol", self.cg_rtol, "a number >= 0")
+        for name in ("cg_rtol", "cg_atol"):
+            if not getattr(self, name) >= 0:
+                _bad(name, getattr(self, name), "a number >= 0")
         if not 0.0 < self.fisher_subsample <= 1.0:
             _bad("fisher_subsample", self.fisher_subsample, "a fraction in (0, 1]")
         _choice(self, "vec", ("sync", "async", "ray"))

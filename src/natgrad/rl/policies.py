@@ -26,7 +26,20 @@ from natgrad.distributions import (
 )
 from natgrad.rl.sampler import NumpyMLPSampler, TorchSampler, kind_for_space
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+class Tanh(nn.Tanh):
+    """``tanh`` computed as ``2σ(2x) − 1``: the same function (to ~1e-7), several times faster.
+
+    torch 2.13's CPU ``tanh`` kernel is about five times slower than its
+    ``sigmoid`` on this machine, and the forward passes of TRPO's update are
+    dominated by it.  It is still an ``nn.Tanh`` (the numpy sampler treats it as one).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(2.0 * x).mul(2.0).sub(1.0)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
 
 
 def mlp(

@@ -88,14 +88,14 @@ def policy_step(
     if isinstance(cfg, TRPOConfig):
         info = trust_region_step(
             params, grad, fisher.mv, surrogate, kl,
-            max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_rtol=cfg.cg_rtol,
+            max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_rtol=cfg.cg_rtol, cg_atol=cfg.cg_atol,
             backtrack_ratio=cfg.line_search_shrink, max_backtracks=cfg.line_search_max_iter,
             loss_before=float(loss.detach()),
         )  # fmt: skip
     else:
         info = natural_step(
             params, grad, fisher.mv, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
-            cg_rtol=cfg.cg_rtol, kl_fn=kl, loss_fn=surrogate,
+            cg_rtol=cfg.cg_rtol, cg_atol=cfg.cg_atol, kl_fn=kl, loss_fn=surrogate,
         )  # fmt: skip
     stats = {
         "entropy": float(old.entropy().mean()),
@@ -120,28 +120,6 @@ def _fisher(
         return cls.from_distribution(dist, params, damping=cfg.cg_damping)
     sub = subsample_batch(obs, cfg.fisher_subsample, gen)
     return cls.from_distribution(policy.distribution(sub), params, damping=cfg.cg_damping)
-
-
-def critic_step(
-    policy: ActorCritic,
-    optimizer: torch.optim.Optimizer,
-    batch: Batch,
-    cfg: AgentConfig,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """Regress V on the λ-returns: ``n_critic_updates`` epochs of Adam over minibatches."""
-    n = batch.obs.shape[0]
-    losses = []
-    for _ in range(cfg.n_critic_updates):
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, n, cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
-            loss = torch.nn.functional.mse_loss(policy.value(batch.obs[idx]), batch.returns[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-    return {"value_loss": float(torch.stack(losses).mean())}
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> float:
