@@ -9,14 +9,13 @@ from gymnasium import spaces
 
 from natgrad.rl.envs import (
     EnvFactory,
-    ObsEncoder,
-    action_to_env,
     check_env_id,
     check_spaces,
     dump_env,
     load_env,
     make_env,
 )
+from natgrad.rl.sampler import ObsEncoder, action_to_env
 
 
 def test_known_ids_pass():

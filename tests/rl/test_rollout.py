@@ -275,6 +275,16 @@ def test_validate_catches_bad_batches():
     b.rewards[2, 1] = np.nan
     with pytest.raises(FloatingPointError, match="reward from env 1 at step 2"):
         b.validate()
+    b = LocalCollector(lambda i, seed: EchoEnv(), 2, 0, env_indices=[3, 4]).collect(
+        NumpyMLPSampler(mlp(2, 2), "gaussian", log_std=np.zeros(2)), 12
+    )
+    b.validate()
+    b.final_obs[-1, 0] = np.inf  # last episode end: step 9, both envs; the last row is env 4
+    with pytest.raises(FloatingPointError, match="final observation from env 4 at step 9"):
+        b.validate()
+    b.obs[7, 0, 1] = np.nan
+    with pytest.raises(FloatingPointError, match="observation from env 3 at step 7"):
+        b.validate()
 
 
 def test_bad_arguments():

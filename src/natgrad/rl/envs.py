@@ -1,4 +1,4 @@
-"""Environment construction and space checks for the rollout layer.
+"""Environment construction, checks and serialisation, and the vector-env interface.
 
 The rollout layer supports these gymnasium spaces:
 
@@ -7,7 +7,11 @@ The rollout layer supports these gymnasium spaces:
   (one categorical per sub-action) and ``MultiBinary`` (independent Bernoullis).
 
 Environments are built by a picklable :class:`EnvFactory` so that subprocess (and,
-later, Ray) workers can construct them from the same description.
+later, Ray) workers can construct them from the same description. :class:`VecEnv` is
+the SAME-STEP vector-env interface (documented in :mod:`natgrad.rl.vec`, which holds
+our backends); :class:`GymVectorAdapter` presents a user's
+:class:`gymnasium.vector.VectorEnv` through it. Both are re-exported by
+:mod:`natgrad.rl.vec`.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from gymnasium.utils.ezpickle import EzPickle
 
 __all__ = [
     "EnvFactory",
-    "ObsEncoder",
-    "action_to_env",
+    "GymVectorAdapter",
+    "VecEnv",
     "check_env_id",
     "check_spaces",
     "dump_env",
@@ -190,69 +194,6 @@ class EnvFactory:
         return functools.partial(self, index, seed)
 
 
-class ObsEncoder:
-    """Turns a batch of raw observations into a ``(N, dim)`` numeric array.
-
-    ``Box`` observations are flattened (a view when possible, keeping the env dtype);
-    ``Discrete`` ones are one-hot encoded as float32.
-
-    Args:
-        space: The single-env observation space.
-    """
-
-    def __init__(self, space: gym.Space) -> None:
-        if isinstance(space, spaces.Discrete):
-            self.dim = int(space.n)
-            self._start = int(space.start)
-            self._one_hot = True
-        elif isinstance(space, spaces.Box):
-            self.dim = int(np.prod(space.shape, dtype=np.int64))
-            self._one_hot = False
-        else:
-            raise ValueError(f"unsupported observation space {space!r}; use Box or Discrete")
-        self.space = space
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Encode a batch ``raw`` of shape ``(N, *space.shape)``."""
-        n = raw.shape[0]
-        if self._one_hot:
-            out = np.zeros((n, self.dim), dtype=np.float32)
-            out[np.arange(n), np.asarray(raw, dtype=np.int64) - self._start] = 1.0
-            return out
-        return raw.reshape(n, self.dim)
-
-
-def action_to_env(space: gym.Space) -> Callable[[np.ndarray], np.ndarray]:
-    """Return a function mapping sampled actions ``(N, *act_shape)`` to env actions.
-
-    ``Box`` actions are clipped to the bounds (only here, never in the stored batch) and
-    reshaped to the space shape; ``Discrete``/``MultiDiscrete`` actions get the space's
-    ``start`` offset added; ``MultiBinary`` actions are cast to the space dtype.
-
-    Args:
-        space: The single-env action space.
-
-    Returns:
-        The conversion function.
-    """
-    if isinstance(space, spaces.Box):
-        low = space.low.reshape(-1).astype(np.float32)
-        high = space.high.reshape(-1).astype(np.float32)
-        shape, dtype = space.shape, space.dtype
-        if not (np.isfinite(low).any() or np.isfinite(high).any()):
-            return lambda a: a.astype(dtype, copy=False).reshape(a.shape[0], *shape)
-        return lambda a: np.clip(a, low, high).astype(dtype, copy=False).reshape(a.shape[0], *shape)
-    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
-        start = np.asarray(space.start, dtype=np.int64)
-        if not start.any():
-            return lambda a: a
-        return lambda a: a + start
-    if isinstance(space, spaces.MultiBinary):
-        dtype = space.dtype
-        return lambda a: a.astype(dtype)
-    raise ValueError(f"unsupported action space {space!r}")
-
-
 def _rebuild_object(cls: type, state: dict[str, Any]) -> Any:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
@@ -286,3 +227,169 @@ def dump_env(env: gym.Env) -> bytes:
 def load_env(blob: bytes) -> gym.Env:
     """Restore an env saved with :func:`dump_env` (trusted data only: it unpickles)."""
     return pickle.loads(zlib.decompress(blob))
+
+
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, "list[dict] | None"]
+
+
+def _obs_buffer(space: gym.Space, n: int) -> np.ndarray:
+    if space.shape is None:
+        raise ValueError(
+            f"unsupported observation space {space!r}: vector envs need a fixed-shape space "
+            "(Box or Discrete); wrap the env, e.g. with gymnasium.wrappers.FlattenObservation"
+        )
+    return np.zeros((n, *space.shape), dtype=space.dtype)
+
+
+class VecEnv:
+    """Common interface of the vector envs (see the module docstring)."""
+
+    n_envs: int
+    env_indices: tuple[int, ...]
+    observation_space: gym.Space
+    action_space: gym.Space
+    no_final: np.ndarray  # read-only zeros, returned as final_obs when no env ended
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        """Reset all envs (``seeds[i]`` for env ``i``) and return the observations."""
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step all envs with SAME-STEP autoreset; see the module docstring."""
+        raise NotImplementedError
+
+    def get_state(self) -> list[bytes]:
+        """Return one serialised env (with its mid-episode state) per env, in order."""
+        raise NotImplementedError
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        """Replace the envs by those serialised in ``state`` (from :meth:`get_state`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the envs (and workers)."""
+
+    def _setup(self, n: int, env_indices: Sequence[int] | None) -> None:
+        if n == 0:
+            raise ValueError("no envs given; pass at least one env constructor")
+        self.n_envs = n
+        self.env_indices = tuple(range(n) if env_indices is None else env_indices)
+        if len(self.env_indices) != n:
+            raise ValueError(f"env_indices has {len(self.env_indices)} entries for {n} envs")
+
+    def _set_spaces(self, obs_space: gym.Space, act_space: gym.Space) -> None:
+        self.observation_space, self.action_space = obs_space, act_space
+        self.no_final = _obs_buffer(obs_space, self.n_envs)
+        self.no_final.flags.writeable = False
+
+    def _seeds(self, seeds: Sequence[int | None] | None) -> list[int | None]:
+        seeds = [None] * self.n_envs if seeds is None else list(seeds)
+        if len(seeds) != self.n_envs:
+            raise ValueError(f"seeds has {len(seeds)} entries for {self.n_envs} envs")
+        return seeds
+
+    def _check_state(self, state: Sequence[bytes]) -> None:
+        if len(state) != self.n_envs:
+            raise ValueError(
+                f"state holds {len(state)} envs but this vector env has {self.n_envs}; "
+                "pass the get_state() of a vector env with the same envs"
+            )
+
+    def __enter__(self) -> VecEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GymVectorAdapter(VecEnv):
+    """Presents a :class:`gymnasium.vector.VectorEnv` through the SAME-STEP interface.
+
+    The mode is read from ``venv.metadata["autoreset_mode"]`` (``NEXT_STEP``, gymnasium's
+    default, when absent):
+
+    * ``SAME_STEP``: ``obs`` already holds the reset observations; the final ones are read
+      from ``info["final_obs"]`` (masked by ``info["_final_obs"]``).
+    * ``NEXT_STEP`` and ``DISABLED``: the obs returned for a finished env is its final
+      obs. The adapter copies it into ``final_obs`` and at once calls
+      ``venv.reset(options={"reset_mask": done})``, which resets only the finished
+      sub-envs (unseeded, exactly like an autoreset) and clears their pending autoreset.
+      The reset step that ``NEXT_STEP`` would otherwise run inside the next ``step`` (a
+      fake transition with reward 0 that ignores the action) therefore never happens:
+      every ``step`` is a real transition for every env. Needs ``reset_mask`` support
+      (gymnasium >= 1.1 ``SyncVectorEnv``/``AsyncVectorEnv``).
+
+    ``infos`` (with ``return_infos=True``) is gymnasium's info dict of the step.
+    ``get_state``/``set_state`` need ``venv.unwrapped`` to be a ``SyncVectorEnv``; the state
+    of vector *wrappers* is not saved.
+
+    Args:
+        venv: The vector env; its actions are our actions (clipped, offset) batched.
+        env_indices: Global env index of each sub-env (default ``0..N-1``).
+        return_infos: Whether ``step`` returns gymnasium's info dict.
+    """
+
+    def __init__(
+        self,
+        venv: gym.vector.VectorEnv,
+        *,
+        env_indices: Sequence[int] | None = None,
+        return_infos: bool = False,
+    ) -> None:
+        if not isinstance(venv, gym.vector.VectorEnv):
+            raise ValueError(f"venv must be a gymnasium.vector.VectorEnv, got {type(venv)}")
+        self.venv = venv
+        self._setup(int(venv.num_envs), env_indices)
+        self._set_spaces(venv.single_observation_space, venv.single_action_space)
+        mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        self.autoreset_mode = gym.vector.AutoresetMode(mode)
+        self.return_infos = return_infos
+
+    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+        obs, _ = self.venv.reset(seed=None if seeds is None else list(seeds))
+        return np.asarray(obs)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step all envs with SAME-STEP autoreset; see the class docstring."""
+        obs, rew, term, trunc, info = self.venv.step(actions)
+        obs = np.asarray(obs)
+        rew = np.asarray(rew, dtype=np.float64)
+        term = np.asarray(term, dtype=np.bool_)
+        trunc = np.asarray(trunc, dtype=np.bool_)
+        done = term | trunc
+        final = self.no_final
+        if done.any():
+            final = np.zeros_like(self.no_final)
+            if self.autoreset_mode is gym.vector.AutoresetMode.SAME_STEP:
+                for i in np.flatnonzero(info["_final_obs"]):
+                    final[i] = info["final_obs"][i]
+            else:
+                final[done] = obs[done]
+                obs, _ = self.venv.reset(options={"reset_mask": done})
+                obs = np.asarray(obs)
+        return obs, rew, term, trunc, final, info if self.return_infos else None
+
+    def _sync_base(self) -> gym.vector.SyncVectorEnv:
+        base = self.venv.unwrapped
+        if not isinstance(base, gym.vector.SyncVectorEnv):
+            raise NotImplementedError(
+                f"get_state/set_state need a gymnasium SyncVectorEnv, got {type(base).__name__}; "
+                "use natgrad's SyncVecEnv/AsyncVecEnv for checkpointable envs"
+            )
+        return base
+
+    def get_state(self) -> list[bytes]:
+        """Return one serialised sub-env per env (SyncVectorEnv only)."""
+        return [dump_env(env) for env in self._sync_base().envs]
+
+    def set_state(self, state: Sequence[bytes]) -> None:
+        """Replace the sub-envs by those in ``state`` (SyncVectorEnv only)."""
+        base = self._sync_base()
+        self._check_state(state)
+        base.envs = [load_env(blob) for blob in state]
+        if hasattr(base, "_autoreset_envs"):
+            base._autoreset_envs[:] = False
+
+    def close(self) -> None:
+        """Close the wrapped vector env."""
+        self.venv.close()

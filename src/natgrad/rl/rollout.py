@@ -14,9 +14,7 @@ Reproducibility contract (what a distributed backend must preserve):
 Hence each env's data depends only on ``(seed, i)``, the sampler and the statistics, not
 on how envs are grouped: collectors over index subsets, concatenated with
 :func:`concat_batches`, reproduce the full collector's batch bit for bit.
-
-Throughput (2-core machine, CartPole-v1 ``NumpyMLPSampler`` 64-64 tanh, 1 env, sync):
-see :class:`LocalCollector`.
+Throughput figures: see :class:`LocalCollector`.
 """
 
 from __future__ import annotations
@@ -30,10 +28,10 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from natgrad.rl.envs import EnvFactory, ObsEncoder, action_to_env, check_spaces
+from natgrad.rl.envs import EnvFactory, check_spaces
 from natgrad.rl.gae import compute_next_values
 from natgrad.rl.normalize import ObsNormalizer, RewardScaler
-from natgrad.rl.sampler import kind_for_space
+from natgrad.rl.sampler import ObsEncoder, action_to_env, kind_for_space
 from natgrad.rl.vec import AsyncVecEnv, SyncVecEnv, VecEnv
 
 __all__ = [
@@ -123,24 +121,22 @@ class RolloutBatch:
         for name in ("rewards", "raw_rewards", "terminated", "truncated"):
             if getattr(self, name).shape != (T, N):
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(T, N)}")
-        if self.actions.shape[:2] != (T, N) or self.last_obs.shape != self.obs.shape[1:]:
-            raise ValueError("actions/last_obs shapes do not match obs")
-        if self.final_obs.shape[0] != self.final_index.shape[0]:
-            raise ValueError("final_obs and final_index have different lengths")
-        for name, arr in (("observation", self.obs), ("reward", self.rewards)):
-            bad = ~np.isfinite(arr.reshape(T, N, -1)).all(axis=2)
+        if self.actions.shape[:2] != (T, N) or self.final_obs.shape[0] != len(self.final_index):
+            raise ValueError("actions or final_obs/final_index shapes do not match obs")
+        finite = np.isfinite(self.final_obs).all(axis=1)
+        bad_final = np.zeros((T, N), dtype=bool)
+        bad_final[tuple(self.final_index[~finite].T)] = True
+        for what, bad in (
+            ("observation", ~np.isfinite(self.obs.reshape(T, N, -1)).all(axis=2)),
+            ("reward", ~np.isfinite(self.rewards)),
+            ("final observation", bad_final),
+        ):
             if bad.any():
                 t, i = np.argwhere(bad)[0]
                 raise FloatingPointError(
-                    f"non-finite {name} from env {int(self.env_indices[i])} at step {t} of the rollout"
+                    f"non-finite {what} from env {int(self.env_indices[i])} at step {t} of "
+                    "the rollout"
                 )
-        bad = ~np.isfinite(self.final_obs).all(axis=1)
-        if bad.any():
-            t, i = self.final_index[np.argmax(bad)]
-            raise FloatingPointError(
-                f"non-finite final observation from env {int(self.env_indices[i])} at step {t} "
-                "of the rollout"
-            )
 
 
 def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
@@ -195,23 +191,18 @@ class Collector(Protocol):
 
     def collect(self, sampler: Any, n_steps: int) -> RolloutBatch:
         """Run ``n_steps`` steps of every env with ``sampler``; return the batch."""
-        ...
 
     def update_stats(self, batch: RolloutBatch) -> None:
         """Update the normalisation statistics from a (full) batch."""
-        ...
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-exactly (envs, RNGs, accumulators, stats)."""
-        ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""
-        ...
 
     def close(self) -> None:
         """Release the envs."""
-        ...
 
 
 class LocalCollector:
@@ -429,6 +420,7 @@ class LocalCollector:
         """Plain-value state: env states (one blob per env), current raw observations,
         per-env episode/discounted-return accumulators and noise-RNG states (all indexed
         by column), and the normaliser states."""
+        norm, scaler = self.obs_normalizer, self.reward_scaler
         return {
             "env_indices": self.env_indices.tolist(),
             "seed": self.seed,
@@ -438,12 +430,8 @@ class LocalCollector:
             "ep_length": self._ep_len.copy(),
             "discounted_return": self._disc_ret.copy(),
             "rng": [rng.bit_generator.state for rng in self._rngs],
-            "obs_normalizer": None
-            if self.obs_normalizer is None
-            else self.obs_normalizer.state_dict(),
-            "reward_scaler": None
-            if self.reward_scaler is None
-            else self.reward_scaler.state_dict(),
+            "obs_normalizer": None if norm is None else norm.state_dict(),
+            "reward_scaler": None if scaler is None else scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -453,10 +441,8 @@ class LocalCollector:
                 f"state is for env indices {list(state['env_indices'])}, this collector runs "
                 f"{self.env_indices.tolist()}; build the collector with matching env_indices"
             )
-        for name, obj in (
-            ("obs_normalizer", self.obs_normalizer),
-            ("reward_scaler", self.reward_scaler),
-        ):
+        for name in ("obs_normalizer", "reward_scaler"):
+            obj = getattr(self, name)
             if (state[name] is None) != (obj is None):
                 raise ValueError(f"state {name} presence does not match this collector's settings")
             if obj is not None:

@@ -1,4 +1,5 @@
-"""Per-step action samplers for rollouts (no autograd on the hot path).
+"""Policy I/O for rollouts: observation encoding, per-step action samplers (no autograd
+on the hot path) and the conversion of sampled actions to env actions.
 
 A sampler maps a batch of (normalised) observations and externally drawn noise to
 actions: ``sample(obs, noise)`` is a pure function of its inputs, so the collector owns
@@ -37,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -47,7 +49,14 @@ try:  # the C entry point of np.einsum(optimize=False), minus ~1 us of Python pe
 except ImportError:  # pragma: no cover - other numpy layouts
     _einsum = np.einsum
 
-__all__ = ["NumpyMLPSampler", "TorchSampler", "KINDS", "kind_for_space"]
+__all__ = [
+    "KINDS",
+    "NumpyMLPSampler",
+    "ObsEncoder",
+    "TorchSampler",
+    "action_to_env",
+    "kind_for_space",
+]
 
 KINDS = ("gaussian", "categorical", "multicategorical", "bernoulli")
 
@@ -59,12 +68,12 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 
 def _categorical(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
-    # inverse CDF: the first k with cdf_k > u * total (ufunc methods: ~4 us at batch 1)
+    # inverse CDF: the number of k < n-1 with cdf_k <= u * total (always in [0, n-1])
     z = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     np.exp(z, out=z)
     cdf = np.add.accumulate(z, axis=1)
-    idx = np.add.reduce(cdf <= (u * cdf[:, -1])[:, None], axis=1, dtype=np.int64)
-    return np.minimum(idx, logits.shape[1] - 1, out=idx)
+    thr = cdf[:, -1:] * u[:, None]
+    return np.add.reduce(cdf[:, :-1] <= thr, axis=1, dtype=np.int64)
 
 
 class _Sampler:
@@ -315,3 +324,66 @@ class TorchSampler(_Sampler):
 
     def _std(self) -> np.ndarray:
         return self._call_std if self._call_std is not None else super()._std()
+
+
+class ObsEncoder:
+    """Turns a batch of raw observations into a ``(N, dim)`` numeric array.
+
+    ``Box`` observations are flattened (a view when possible, keeping the env dtype);
+    ``Discrete`` ones are one-hot encoded as float32.
+
+    Args:
+        space: The single-env observation space.
+    """
+
+    def __init__(self, space: gym.Space) -> None:
+        if isinstance(space, spaces.Discrete):
+            self.dim = int(space.n)
+            self._start = int(space.start)
+            self._one_hot = True
+        elif isinstance(space, spaces.Box):
+            self.dim = int(np.prod(space.shape, dtype=np.int64))
+            self._one_hot = False
+        else:
+            raise ValueError(f"unsupported observation space {space!r}; use Box or Discrete")
+        self.space = space
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Encode a batch ``raw`` of shape ``(N, *space.shape)``."""
+        n = raw.shape[0]
+        if self._one_hot:
+            out = np.zeros((n, self.dim), dtype=np.float32)
+            out[np.arange(n), np.asarray(raw, dtype=np.int64) - self._start] = 1.0
+            return out
+        return raw.reshape(n, self.dim)
+
+
+def action_to_env(space: gym.Space) -> Callable[[np.ndarray], np.ndarray]:
+    """Return a function mapping sampled actions ``(N, *act_shape)`` to env actions.
+
+    ``Box`` actions are clipped to the bounds (only here, never in the stored batch) and
+    reshaped to the space shape; ``Discrete``/``MultiDiscrete`` actions get the space's
+    ``start`` offset added; ``MultiBinary`` actions are cast to the space dtype.
+
+    Args:
+        space: The single-env action space.
+
+    Returns:
+        The conversion function.
+    """
+    if isinstance(space, spaces.Box):
+        low = space.low.reshape(-1).astype(np.float32)
+        high = space.high.reshape(-1).astype(np.float32)
+        shape, dtype = space.shape, space.dtype
+        if not (np.isfinite(low).any() or np.isfinite(high).any()):
+            return lambda a: a.astype(dtype, copy=False).reshape(a.shape[0], *shape)
+        return lambda a: np.clip(a, low, high).astype(dtype, copy=False).reshape(a.shape[0], *shape)
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
+        start = np.asarray(space.start, dtype=np.int64)
+        if not start.any():
+            return lambda a: a
+        return lambda a: a + start
+    if isinstance(space, spaces.MultiBinary):
+        dtype = space.dtype
+        return lambda a: a.astype(dtype)
+    raise ValueError(f"unsupported action space {space!r}")
