@@ -109,15 +109,12 @@ class Preconditioner(ABC):
                 )
             ordered = tensors
         else:
-            params = list(params)
-            ids = [id(p) for p in params]
-            own = {id(p): i for i, p in enumerate(self.params)}
-            if sorted(ids) != sorted(own) or len(params) != len(tensors):
+            params = self._check_params(params)
+            if len(params) != len(tensors):
                 raise ValueError(
-                    f"params must list exactly the preconditioner's {len(self.params)} "
-                    f"parameters (in any order) with one {name} tensor each; got "
-                    f"{len(params)} params and {len(tensors)} tensors"
+                    f"{name} has {len(tensors)} tensors for {len(params)} params; pass one each"
                 )
+            ids = [id(p) for p in params]
             ordered = [tensors[ids.index(id(p))] for p in self.params]
         for i, (t, p) in enumerate(zip(ordered, self.params, strict=True)):
             if t.shape != p.shape:
@@ -125,6 +122,16 @@ class Preconditioner(ABC):
                     f"{name} for parameter {i} has shape {tuple(t.shape)}, expected {tuple(p.shape)}"
                 )
         return ordered
+
+    def _check_params(self, params: Sequence[Tensor]) -> list[Tensor]:
+        params = list(params)
+        if sorted(id(p) for p in params) != sorted(id(p) for p in self.params):
+            raise ValueError(
+                f"params must list exactly the preconditioner's {len(self.params)} parameters "
+                f"(in any order), got {len(params)} tensors that differ; pass the same tensors "
+                "as the preconditioner's .params"
+            )
+        return params
 
     def _unorder(self, tensors: list[Tensor], params: Sequence[Tensor] | None) -> list[Tensor]:
         if params is None:
@@ -192,7 +199,7 @@ class Preconditioner(ABC):
 
     def precondition(self, v: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
         """The flat-vector form of :meth:`solve`, e.g. a CG preconditioner ``r ↦ M⁻¹ r``."""
-        like = self.params if params is None else list(params)
+        like = self.params if params is None else self._check_params(params)
         return flatten(self.solve(unflatten(v, like, "v"), params))
 
     def quad(self, xs: Sequence[Tensor], params: Sequence[Tensor] | None = None) -> Tensor:
