@@ -305,3 +305,12 @@ def test_bad_arguments():
         cartpole(2, env_indices=[2, 3]).load_state_dict(col.state_dict())
     with pytest.raises(ValueError, match="unsupported observation space"):
         LocalCollector(lambda i, s: gym.make("Blackjack-v1"), 1, 0)
+
+
+def test_noise_contract_for_other_backends():
+    """Env i's noise is default_rng(SeedSequence(seed).spawn(n)[i]), drawn (T, ...) at once."""
+    s = NumpyMLPSampler(mlp(2, 2), "gaussian", log_std=np.array([0.1, -0.2]))
+    b = LocalCollector(lambda i, seed: EchoEnv(), 3, 11).collect(s, 6)
+    for i, child in enumerate(np.random.SeedSequence(11).spawn(3)):
+        noise = np.random.default_rng(child).standard_normal((6, 2))
+        np.testing.assert_array_equal(b.actions[:, i], s.sample(b.obs[:, i], noise))

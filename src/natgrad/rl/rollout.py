@@ -226,13 +226,17 @@ class LocalCollector:
             ``timeout``).
 
     Per step the loop does one sampler call, one vector-env step and a few in-place
-    numpy writes into preallocated arrays (no torch, no per-step dicts). Throughput
-    (steps/s, this 2-core machine, 64-64 tanh ``NumpyMLPSampler``; "raw" is a plain
-    ``env.step`` loop with random actions)::
+    numpy writes into preallocated arrays (no torch, no per-step dicts): about 5 us of
+    bookkeeping plus the sampler (~15 us at batch 1 for a 64-64 MLP). Steps/s (all envs
+    together) on a 2-core VM shared with other jobs (best of 2-3 runs), categorical /
+    gaussian ``NumpyMLPSampler`` 64-64 tanh; "raw" is a plain ``env.step`` loop::
 
-        env          raw/env   sync 1 env   sync 8 envs   async 8 envs (2 workers)
-        CartPole-v1  TODO
-        Hopper-v5    TODO
+        env          raw    sync 1   sync 8   sync 8 +norm   async 1   async 8 (2 workers)
+        CartPole-v1  155k   31k      85k      73k            3.8k      15k
+        Hopper-v5    9.3k   7.7k     8.9k     7.0k           2.5k      6.9k
+
+    ``async`` pays a Pipe round trip per step and worker (~140 us on this VM); it only
+    pays off with slow envs and more cores than this machine has.
     """
 
     def __init__(
