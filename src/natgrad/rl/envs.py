@@ -31,10 +31,14 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils.ezpickle import EzPickle
 
+from natgrad.rl.sampler import ObsEncoder, action_to_env  # re-exported: older import path
+
 __all__ = [
     "EnvFactory",
     "GymVectorAdapter",
+    "ObsEncoder",
     "VecEnv",
+    "action_to_env",
     "check_env_id",
     "check_spaces",
     "dump_env",
@@ -194,7 +198,7 @@ class EnvFactory:
         return functools.partial(self, index, seed)
 
 
-def _rebuild_object(cls: type, state: dict[str, Any]) -> Any:
+def _rebuild_object(cls: Any, state: dict[str, Any]) -> Any:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     return obj
@@ -229,7 +233,8 @@ def load_env(blob: bytes) -> gym.Env:
     return pickle.loads(zlib.decompress(blob))
 
 
-StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, "list[dict] | None"]
+# (obs, rewards, terminated, truncated, final_obs, infos or None)
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]
 
 
 def _obs_buffer(space: gym.Space, n: int) -> np.ndarray:
@@ -346,7 +351,7 @@ class GymVectorAdapter(VecEnv):
         self.return_infos = return_infos
 
     def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
-        obs, _ = self.venv.reset(seed=None if seeds is None else list(seeds))
+        obs, _ = self.venv.reset(seed=None if seeds is None else list(seeds))  # type: ignore[arg-type]
         return np.asarray(obs)
 
     def step(self, actions: np.ndarray) -> StepResult:

@@ -352,7 +352,7 @@ class LocalCollector:
             if norm is None:
                 obs[t] = cur
             else:
-                raw_obs[t] = cur
+                raw_obs[t] = cur  # type: ignore[index]
                 norm.normalize(cur, out=obs[t])
             a = sampler.sample(obs[t], noise[t])
             actions[t] = a
@@ -364,9 +364,9 @@ class LocalCollector:
             if not isfinite(add_reduce(cur, None) + add_reduce(r)):
                 self._check_finite(t, cur, r)
             if scaler is not None:
-                disc[t] = scaler.accumulate(self._disc_ret, r, te | tr)
+                disc[t] = scaler.accumulate(self._disc_ret, r, te | tr)  # type: ignore[index]
             if final is not no_final:
-                for i in np.flatnonzero(te | tr):
+                for i in np.flatnonzero(te | tr).tolist():
                     f = encode(final[i : i + 1])
                     self._check_finite(t, f, np.zeros(1), i)
                     finals.append(f[0])

@@ -104,7 +104,7 @@ class _Sampler:
                 self.std = np.exp(log_std).astype(np.float32)
             self.noise_kind, self.noise_shape = "normal", (self.out_dim,)
             self.action_shape: tuple[int, ...] = (self.out_dim,)
-            self.action_dtype = np.dtype(np.float32)
+            self.action_dtype: np.dtype[Any] = np.dtype(np.float32)
             return
         self.noise_kind, self.action_dtype = "uniform", np.dtype(np.int64)
         if kind == "categorical":

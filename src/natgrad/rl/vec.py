@@ -218,7 +218,7 @@ class AsyncVecEnv(VecEnv):
             raise ValueError(f"context={context!r}; use 'forkserver' or 'spawn'")
         self.timeout, self.poll_interval = timeout, poll_interval
         self._closed = False
-        ctx = mp.get_context(context)
+        ctx: Any = mp.get_context(context)
         if context == "forkserver":
             # Workers fork from a server that has imported this module (and numpy, gymnasium,
             # ...) once; no effect if the user's forkserver already runs.
