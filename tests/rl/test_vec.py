@@ -175,3 +175,17 @@ def test_unpicklable_env_fn_and_bad_arguments():
         SyncVecEnv([])
     with pytest.raises(ValueError, match="seeds has 1 entries"):
         SyncVecEnv(cartpole_fns(2)).reset([0])
+
+
+def test_next_step_adapter_needs_partial_reset():
+    class NoMask(gym.vector.SyncVectorEnv):
+        def reset(self, *, seed=None, options=None):
+            if options and "reset_mask" in options:
+                raise TypeError("reset_mask not supported")
+            return super().reset(seed=seed, options=options)
+
+    ad = GymVectorAdapter(NoMask(cartpole_fns(1, max_steps=2)))
+    ad.reset([0])
+    ad.step(np.array([0]))
+    with pytest.raises(RuntimeError, match="SAME_STEP instead"):
+        ad.step(np.array([0]))

@@ -370,8 +370,14 @@ class GymVectorAdapter(VecEnv):
                     final[i] = info["final_obs"][i]
             else:
                 final[done] = obs[done]
-                obs, _ = self.venv.reset(options={"reset_mask": done})
-                obs = np.asarray(obs)
+                try:
+                    obs = np.asarray(self.venv.reset(options={"reset_mask": done})[0])
+                except (TypeError, ValueError, KeyError, NotImplementedError) as err:
+                    raise RuntimeError(
+                        f"{type(self.venv).__name__} cannot reset only the finished envs "
+                        f"(options['reset_mask']: {err}); build it with "
+                        "autoreset_mode=AutoresetMode.SAME_STEP instead"
+                    ) from err
         return obs, rew, term, trunc, final, info if self.return_infos else None
 
     def _sync_base(self) -> gym.vector.SyncVectorEnv:
