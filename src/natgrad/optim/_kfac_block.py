@@ -88,12 +88,12 @@ class KFACBlock:
         if self.conv:
             parts = [self._patches(x) for x in self.inputs]
         else:
-            parts = [x.reshape(-1, x.shape[-1]) for x in self.inputs]
+            parts = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in self.inputs]
         rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         if not self.has_weight:
             rows = rows[:, :0]
         if self.has_bias:
-            rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
+            rows = F.pad(rows, (0, 1), value=1.0)
         return rows
 
     def output_rows(self, g: Tensor) -> Tensor:
@@ -102,14 +102,14 @@ class KFACBlock:
             if g.dim() == 3:
                 g = g.unsqueeze(0)
             return g.permute(0, 2, 3, 1).reshape(-1, self.out_dim)
-        return g.reshape(-1, self.out_dim)
+        return g if g.dim() == 2 else g.reshape(-1, self.out_dim)
 
     @staticmethod
     def _ema(old: Tensor | None, rows: Tensor, count: int, decay: float) -> Tensor:
         """``ρ·old + (1 − ρ)·rowsᵀrows/count`` in place (or ``rowsᵀrows/count`` first)."""
         if old is None:
             return rows.T @ rows / count
-        return old.mul_(decay).addmm_(rows.T, rows, alpha=(1.0 - decay) / count)
+        return old.addmm_(rows.T, rows, beta=decay, alpha=(1.0 - decay) / count)
 
     def update_A(self, decay: float) -> None:
         rows = self.input_rows()
@@ -126,16 +126,18 @@ class KFACBlock:
         """``M = [∇W | ∇b]`` of shape ``(out, a_dim)``."""
         cols = []
         if self.has_weight:
-            cols.append(grads[0].reshape(self.out_dim, -1))
+            w = grads[0]
+            cols.append(w.reshape(self.out_dim, -1) if self.conv else w)
         if self.has_bias:
-            cols.append(grads[-1].reshape(self.out_dim, 1))
+            cols.append(grads[-1].unsqueeze(1))
         return cols[0] if len(cols) == 1 else torch.cat(cols, dim=1)
 
     def split(self, m: Tensor) -> list[Tensor]:
         """Inverse of :meth:`grad_matrix`."""
         out = []
         if self.has_weight:
-            out.append(m[:, : self.in_dim].reshape(self.params[0].shape))
+            w = m[:, : self.in_dim] if self.has_bias else m
+            out.append(w.reshape(self.params[0].shape) if self.conv else w)
         if self.has_bias:
             out.append(m[:, self.in_dim])
         return out
