@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         session.train(agent, logger, run_dir, progress=not args.no_progress,
                       evaluate=not args.no_eval)  # fmt: skip
-    except RolloutError as exc:
+    except (RolloutError, RuntimeError) as exc:  # env failures, a crashed worker, a lost cluster
         print(f"natgrad train: error: {exc}\nthe last good checkpoint in {run_dir} is intact",
               file=sys.stderr)  # fmt: skip
         return 1

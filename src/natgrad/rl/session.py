@@ -136,9 +136,10 @@ def train(
     *,
     progress: bool = True,
     evaluate: bool = True,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> RunResult:
     """The training loop with logging, periodic checkpoints, the plot and the evaluation."""
+    out = sys.stdout if out is None else out
     cfg = agent.config
     bar = ProgressBar(cfg.total_steps, f"{cfg.algo} {cfg.env_id}", file=out, disable=not progress)  # type: ignore[attr-defined]
     bar.update(min(agent.env_steps, cfg.total_steps))
@@ -168,8 +169,11 @@ def train(
         print(f"stopped at {agent.env_steps} steps; checkpoint saved to {ckpt}", file=out)
         print(f"continue with: natgrad train --resume {run_dir}", file=out)
         return RunResult(run_dir, agent.env_steps, True, None)
-    plot = plot_learning_curves([run_dir], run_dir / "learning_curve.png")
-    print(f"learning curve: {plot}", file=out)
+    try:
+        plot = plot_learning_curves([run_dir], run_dir / "learning_curve.png")
+        print(f"learning curve: {plot}", file=out)
+    except ValueError as exc:  # e.g. no episode has finished yet: nothing to draw
+        print(f"no learning curve drawn: {exc}", file=out)
     returns = None
     if evaluate and cfg.eval_episodes > 0:
         returns = agent.evaluate(cfg.eval_episodes)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -139,6 +140,9 @@ class SyncVecEnv(VecEnv):
 
 
 def _worker(conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bool) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when to stop (it finishes
+    # the iteration and saves a checkpoint), so the workers must not die on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     venv = None
     try:
         venv = SyncVecEnv(env_fns, env_indices=indices, return_infos=return_infos)

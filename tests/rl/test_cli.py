@@ -1,0 +1,163 @@
+"""Smoke tests of every CLI command, and the clear errors a user can meet."""
+
+import json
+import os
+
+import pytest
+
+from natgrad.cli import main
+
+from .bad_envs import NAN_ENV, RAISING_ENV
+
+TINY = ["--steps", "256", "--n-envs", "2", "--n-steps", "64", "--batch-size", "32",
+        "--n-critic-updates", "1", "--eval-episodes", "2", "--no-progress"]  # fmt: skip
+
+
+def _files(path):
+    return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+
+
+def test_train_eval_plot_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", *TINY, "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "deterministic evaluation over 2 episodes" in out
+    for name in ("checkpoint.pt", "config.json", "progress.csv", "learning_curve.png", "eval.json"):
+        assert (run / name).exists(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    assert json.loads((run / "config.json").read_text())["config"]["n_steps"] == 64
+
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 2 and result["env_id"] == "CartPole-v1"
+
+    assert (
+        main(["train", "--resume", str(run), "--steps", "512", "--no-progress", "--no-eval"]) == 0
+    )
+    rows = (run / "progress.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 512 // 128  # header + one row per iteration, none duplicated
+
+    other = tmp_path / "run2"
+    assert (
+        main(["train", "CartPole-v1", *TINY, "--run-dir", str(other), "--seed", "1", "--no-eval"])
+        == 0
+    )
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(run), str(other), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_npg_and_set_flags(tmp_path):
+    run = tmp_path / "npg"
+    args = ["train", "Pendulum-v1", "--algo", "npg", *TINY, "--run-dir", str(run),
+            "--set", "max_kl=0.02", "--set", "normalize_obs=true", "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["algo"] == "npg" and cfg["config"]["max_kl"] == 0.02
+    assert cfg["config"]["normalize_obs"] is True
+
+
+def test_help_config_lists_fields(capsys):
+    assert main(["train", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "max_kl = 0.01" in out and "Trust-region radius" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "CartPol-v1"], "did you mean 'CartPole-v1'"),
+        (["train", "--max-kl", "-1"], "max_kl=-1.0; it must be a finite number > 0"),
+        (["train", "--set", "max_k=0.1"], "did you mean max_kl"),
+        (["train", "--set", "max_kl"], "expected FIELD=VALUE"),
+        (["train", "--n-envs", "two"], "cannot be read as int"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    before = _files(run)
+    assert main(["train", *TINY, "--run-dir", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _files(run) == before
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    ckpt = run / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2])
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert _files(run) == before
+    assert main(["eval", str(run)]) == 2
+    assert _files(run) == before
+
+    ckpt.write_bytes(good)
+    assert main(["train", "--resume", str(run), "--n-envs", "3"]) == 2
+    assert "n_envs cannot change" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_nan_env_stops_with_iteration_and_keeps_last_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", NAN_ENV, "--n-envs", "1", "--n-steps", "64", "--batch-size", "32",
+            "--n-critic-updates", "1", "--steps", "1000", "--checkpoint-every", "1",
+            "--run-dir", str(run), "--no-progress"]  # fmt: skip
+    # NaN appears at step 300 of the env's life: iteration 5 (steps 257-320).
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "iteration 5" in err and "non-finite" in err and "intact" in err
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 256
+
+
+def test_env_raising_in_subprocess_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", RAISING_ENV, "--vec", "async", "--n-envs", "2", "--n-steps", "64",
+            "--steps", "10000", "--run-dir", str(run), "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "simulator crashed" in err and "env" in err
+
+
+def test_demo_listed_and_main_help(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().out
+    assert main(["demo"]) == 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from natgrad.rl import agent as agent_module
+
+    original = agent_module.Agent.train_iteration
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(agent_module.Agent, "train_iteration", interrupted)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "100000", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint saved" in out and f"--resume {run}" in out
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 2
