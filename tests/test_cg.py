@@ -22,6 +22,7 @@ def test_cg_matches_linalg_solve(n, cond, seed):
     assert r.converged and not r.breakdown
     assert torch.allclose(r.x, torch.linalg.solve(a, b), rtol=1e-6, atol=1e-8)
     assert r.status == "converged"
+    assert torch.allclose(r.residual, b - a @ r.x, atol=1e-8)
 
 
 def test_cg_reports_breakdown_on_indefinite():

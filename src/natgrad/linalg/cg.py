@@ -30,6 +30,8 @@ class CGResult:
             ``A`` is not positive definite along it (negative curvature), the
             case behind NaN steps in other TRPO codes.  ``x`` is then the last
             iterate before the breakdown.
+        residual: The residual vector ``b − A x`` by the recurrence (so
+            ``xᵀ A x = xᵀ (b − residual)`` costs no product); None if not tracked.
     """
 
     x: Tensor
@@ -37,6 +39,7 @@ class CGResult:
     residual_norm: float
     converged: bool
     breakdown: bool
+    residual: Tensor | None = None
 
     @property
     def status(self) -> str:
@@ -127,7 +130,12 @@ def cg(
         p.mul_(rz_new / rz).add_(z)
         rz = rz_new
     return CGResult(
-        x=x, iterations=it, residual_norm=rnorm, converged=rnorm <= tol, breakdown=breakdown
+        x=x,
+        iterations=it,
+        residual_norm=rnorm,
+        converged=rnorm <= tol,
+        breakdown=breakdown,
+        residual=r,
     )
 
 

@@ -121,7 +121,13 @@ def natural_direction(
         preconditioner=preconditioner,
     )
     x = result.x
-    xfx = float(x @ fisher_mv(x)) if result.iterations > 0 else 0.0
+    # CG keeps r = g − Fx, so xᵀFx = xᵀ(g − r) without another Fisher product.
+    if result.iterations == 0:
+        xfx = 0.0
+    elif result.residual is not None:
+        xfx = float(x @ (grad - result.residual))
+    else:
+        xfx = float(x @ fisher_mv(x))
     if not (xfx > 0 and math.isfinite(xfx)):
         return NaturalDirection(x, 0.0, 0.0, result)
     beta = math.sqrt(2.0 * max_kl / xfx)

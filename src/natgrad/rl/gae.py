@@ -92,12 +92,39 @@ def gae(
     with torch.no_grad():
         delta = r + gamma * (~term).to(dt) * nv - v
         coef = (gamma * lam) * (~done).to(dt)
-        adv = torch.empty_like(delta)
-        last = torch.zeros_like(delta[0])
-        for t in range(delta.shape[0] - 1, -1, -1):
-            last = torch.addcmul(delta[t], coef[t], last)
-            adv[t] = last
+        if dev.type == "cpu":
+            # The backward recursion is sequential in time; numpy's per-call overhead is a
+            # fraction of torch's, which makes this loop ~5x faster for T = 2048.
+            adv = torch.from_numpy(_recurse(delta.numpy(), coef.numpy()))
+        else:
+            adv = torch.empty_like(delta)
+            last = torch.zeros_like(delta[0])
+            for t in range(delta.shape[0] - 1, -1, -1):
+                last = torch.addcmul(delta[t], coef[t], last)
+                adv[t] = last
         return adv, adv + v
+
+
+def _recurse(delta: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``A_t = delta_t + coef_t * A_{t+1}`` backwards in time, ``A_T = 0``."""
+    adv = np.empty_like(delta)
+    if delta.ndim == 2 and delta.shape[1] == 1 or delta.ndim == 1:
+        # One env: a plain Python loop over floats beats any array call per step.
+        d, c = delta.reshape(-1).tolist(), coef.reshape(-1).tolist()
+        last = 0.0
+        out = [0.0] * len(d)
+        for t in range(len(d) - 1, -1, -1):
+            last = d[t] + c[t] * last
+            out[t] = last
+        adv[...] = np.asarray(out, dtype=delta.dtype).reshape(delta.shape)
+        return adv
+    last = np.zeros_like(delta[0])
+    tmp = np.empty_like(last)
+    for t in range(delta.shape[0] - 1, -1, -1):
+        np.multiply(coef[t], last, out=tmp)
+        np.add(delta[t], tmp, out=adv[t])
+        last = adv[t]
+    return adv
 
 
 def compute_next_values(
