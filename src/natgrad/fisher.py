@@ -207,9 +207,12 @@ class _AutogradOperator(FisherOperator):
 
     @staticmethod
     def _grad(outputs: Any, inputs: Sequence[Tensor], grad_outputs: Any = None) -> list[Tensor]:
-        grads = torch.autograd.grad(
-            outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True
-        )
+        if grad_outputs is not None:
+            # Contract to a scalar first: the same vector-Jacobian product, but it skips
+            # torch's per-call shape checks of tensor grad_outputs (and their one-off
+            # import of torch.fx's symbolic-shape machinery, ~0.3 s here).
+            outputs = sum((o * g).sum() for o, g in zip(outputs, grad_outputs, strict=True))
+        grads = torch.autograd.grad(outputs, inputs, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
 
@@ -287,8 +290,11 @@ class GGNFisher(_AutogradOperator):
         # Jᵀu is linear in u; differentiating it with respect to u gives J v.
         self._dummies = [torch.zeros_like(o, requires_grad=True) for o in self._outputs]
         with torch.enable_grad():
+            contracted = sum(
+                (o * d).sum() for o, d in zip(self._outputs, self._dummies, strict=True)
+            )
             vjp = torch.autograd.grad(
-                self._outputs, self._leaves_, self._dummies, create_graph=True, allow_unused=True
+                contracted, self._leaves_, create_graph=True, allow_unused=True
             )
         self._lin_idx = [i for i, g in enumerate(vjp) if g is not None and g.requires_grad]
         self._lin_grads = [vjp[i] for i in self._lin_idx]
