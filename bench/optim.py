@@ -250,8 +250,22 @@ def run(
     plot: str | None = None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Tune, train every optimiser over the seeds, and return all figures as a dict."""
+    """Tune, train every optimiser over the seeds, and return all figures as a dict.
+
+    Runs with ``threads`` torch threads (tiny models are fastest on one) and
+    restores the previous setting afterwards.
+    """
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(quick, seeds, epochs, plot, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(
+    quick: bool, seeds: list[int] | None, epochs: int | None, plot: str | None, threads: int
+) -> dict[str, Any]:
     seeds = ([0] if quick else [0, 1, 2]) if seeds is None else seeds
     epochs = (6 if quick else 30) if epochs is None else epochs
     grid = QUICK_GRID if quick else LR_GRID
