@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from natgrad.distributions import Categorical, DiagGaussian
+from natgrad.distributions import Bernoulli, Categorical, DiagGaussian
 from natgrad.fisher import GGNFisher
 from natgrad.linalg import cg
 from natgrad.optim import KFAC, KFACFactorError, NaturalGradient
@@ -344,3 +344,30 @@ def test_linear_on_sequences(float64):
     _fit(kfac, lin, gaussian, x)
     assert (kfac.dense() - exact_fisher(lin, gaussian, x)).abs().max() < 1e-10
     assert F is not None
+
+
+def test_generic_families_use_autograd_scores(float64):
+    torch.manual_seed(14)
+    lin = nn.Linear(3, 4)
+    x = torch.randn(60, 3)
+    exp = KFAC(lin, expectation=True)
+    dist = _fit(exp, lin, Bernoulli, x)
+    p = dist.probs.detach()
+    torch.testing.assert_close(exp.blocks[0].G, torch.diag((p * (1 - p)).mean(0)))
+    sampled = KFAC(lin, n_samples=500, seed=1)
+    _fit(sampled, lin, Bernoulli, x)
+    assert (sampled.blocks[0].G - exp.blocks[0].G).abs().max() < 0.02
+    y = torch.randint(0, 2, (60, 4)).double()
+    emp = KFAC(lin, empirical=True)
+    _fit(emp, lin, Bernoulli, x, y)
+    torch.testing.assert_close(emp.blocks[0].G, (y - p).T @ (y - p) / 60)
+
+
+def test_default_seed_leaves_the_global_generator_alone():
+    model = mlp()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    a, b = KFAC(model), KFAC(model)
+    assert torch.equal(torch.rand(3), expected)
+    assert a.seed != b.seed

@@ -34,11 +34,13 @@ class Preconditioner(ABC):
         expectation: Compute the output-space expectation exactly instead of
             sampling (costs one backward per output dimension).
         n_samples: Sampled targets per input (true Fisher, sampled).
-        seed: Seed of the private generator used for sampling (default: drawn
-            from torch's global generator, so ``torch.manual_seed`` fixes it).
+        seed: Seed of the private generator used for sampling (default: derived
+            from ``torch.initial_seed()`` and a per-process instance count, so
+            ``torch.manual_seed`` fixes it; the global generator is not drawn from).
     """
 
     params: list[Tensor]
+    _instances = 0
 
     def __init__(
         self,
@@ -68,7 +70,11 @@ class Preconditioner(ABC):
         self.empirical = bool(empirical)
         self.expectation = bool(expectation)
         self.n_samples = n_samples
-        self.seed = int(torch.randint(0, 2**62, (1,))) if seed is None else seed
+        if seed is None:
+            # Derived from torch.manual_seed's value without drawing from the global generator.
+            Preconditioner._instances += 1
+            seed = (torch.initial_seed() + 1_000_003 * Preconditioner._instances) % 2**62
+        self.seed = seed
         self._gen: torch.Generator | None = None
         self.steps = 0
 

@@ -163,37 +163,34 @@ def output_cotangents(
         ``(outputs, cotangents)``: the distribution parameters that require grad
         (to differentiate from) and a list of tuples, one tensor per output.
     """
+    if mode not in COTANGENT_MODES:
+        raise ValueError(f"mode must be one of {COTANGENT_MODES}, got {mode!r}")
+    if mode == "empirical" and targets is None:
+        raise ValueError(
+            "the empirical Fisher needs the observed targets: return "
+            "(loss, output, targets) from the closure, or pass targets="
+        )
     idx = _require_grad_idx(dist)
     outputs = [dist.params[i] for i in idx]
     if mode != "expectation" and type(dist) in (Categorical, DiagGaussian):
-        if mode == "empirical" and targets is None:
-            raise ValueError(
-                "the empirical Fisher needs the observed targets: return "
-                "(loss, output, targets) from the closure, or pass targets="
-            )
         with torch.no_grad():
-            cots = [_analytic_score(dist, idx, targets if mode == "empirical" else None, generator)]
-            if mode == "sample" and n_samples > 1:
-                cots += [_analytic_score(dist, idx, None, generator) for _ in range(n_samples - 1)]
-                cots = [tuple(u / math.sqrt(n_samples) for u in c) for c in cots]
-        return outputs, cots
+            if mode == "empirical":
+                return outputs, [_analytic_score(dist, idx, targets, generator)]
+            draws = [_analytic_score(dist, idx, None, generator) for _ in range(n_samples)]
+            if n_samples > 1:
+                draws = [tuple(u / math.sqrt(n_samples) for u in c) for c in draws]
+        return outputs, draws
     leaves = [z.detach().requires_grad_(True) for z in dist.params]
     d = dist.with_params(leaves)
     if mode == "expectation":
         return outputs, _sqrt_columns(d, idx)
     if mode == "empirical":
-        if targets is None:
-            raise ValueError(
-                "the empirical Fisher needs the observed targets: return "
-                "(loss, output, targets) from the closure, or pass targets="
-            )
+        assert targets is not None  # checked above
         ys = [targets]
-    elif mode == "sample":
+    else:
         # Sample from a separate object: a family may cache values computed under no_grad.
         source = dist.detach()
         ys = [source.sample(generator) for _ in range(n_samples)]
-    else:
-        raise ValueError(f"mode must be one of {COTANGENT_MODES}, got {mode!r}")
     scale = 1.0 / math.sqrt(len(ys))
     cots: Cotangents = []
     with torch.enable_grad():

@@ -41,11 +41,15 @@ class KFACBlock:
         self.path = path or "<root>"
         self.module = module
         self.conv = isinstance(module, nn.Conv2d)
-        w = module.weight
+        w, b = module.weight, module.bias
+        assert isinstance(w, Tensor)  # Linear/Conv2d, checked by the caller
         self.out_dim = int(w.shape[0])
         self.in_dim = int(w[0].numel()) if weight else 0
         self.has_weight, self.has_bias = weight, bias
-        self.params: list[Tensor] = ([w] if weight else []) + ([module.bias] if bias else [])
+        self.params: list[Tensor] = [w] if weight else []
+        if bias:
+            assert isinstance(b, Tensor)
+            self.params.append(b)
         self.a_dim = self.in_dim + (1 if bias else 0)
         self.A: Tensor | None = None
         self.G: Tensor | None = None

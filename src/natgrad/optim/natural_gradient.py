@@ -289,9 +289,9 @@ class NaturalGradient(torch.optim.Optimizer):
                     "(loss, output, targets) from the closure"
                 )
             flat = [p for g in self.param_groups for p in g["params"]]
-            grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
+            raw = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
             grads = [
-                torch.zeros_like(p) if g is None else g for g, p in zip(grads, flat, strict=True)
+                torch.zeros_like(p) if g is None else g for g, p in zip(raw, flat, strict=True)
             ]
             plans, pos = [], 0
             for gi, group in enumerate(self.param_groups):
