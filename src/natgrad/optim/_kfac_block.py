@@ -122,7 +122,8 @@ class KFACBlock:
     def update_G(self, rows: list[Tensor], n: int, decay: float) -> None:
         """``G`` from pre-activation gradient rows (all samples and captures), ``/n`` outputs."""
         if not rows:
-            rows = [torch.zeros(1, self.out_dim, dtype=self.params[0].dtype)]
+            ref = self.params[0]
+            rows = [torch.zeros(1, self.out_dim, dtype=ref.dtype, device=ref.device)]
         cat = rows[0] if len(rows) == 1 else torch.cat(rows)
         self.G = self._ema(self.G, cat, n, decay)
 
@@ -194,7 +195,7 @@ class KFACBlock:
         """``G ⊗ A`` permuted to the flat order ``[vec W, b]``."""
         assert self.A is not None and self.G is not None
         kron = torch.kron(self.G, self.A)
-        idx = torch.arange(self.out_dim * self.a_dim).reshape(self.out_dim, self.a_dim)
+        idx = torch.arange(self.out_dim * self.a_dim, device=kron.device).reshape(self.out_dim, -1)
         order = []
         if self.has_weight:
             order.append(idx[:, : self.in_dim].reshape(-1))
