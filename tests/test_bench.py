@@ -30,3 +30,17 @@ def test_fvp_bench_runs_and_reports_ratios():
             ratio = out[hidden][method]["amortised_over_grad"]
             assert ratio > 0 and ratio == pytest.approx(ratio)  # finite, positive
     assert set(out["summary"]) >= {"ggn_amortised_over_grad_64", "target_ggn_64"}
+
+
+def test_vs_sb3_bench_runs_in_quick_mode():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        (res,) = load("vs_sb3").run(quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["env"] == "CartPole-v1" and res["n_envs"] == 1
+    for key in ("speedup_steps_per_s", "update_time_ratio", "fraction_of_raw_rate"):
+        assert res[key] > 0
+    assert res["sb3"]["update_s"] > 0 and res["natgrad_sync"]["update_s"] > 0

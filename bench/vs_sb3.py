@@ -1,0 +1,167 @@
+"""Benchmark: natgrad's TRPO against sb3-contrib's TRPO, alternately, in one session.
+
+Both run the same settings: 64×64 tanh actor and critic, 2,048 transitions per
+iteration (``n_steps = 2048 / n_envs`` per env), 15 CG steps, damping 0.1,
+max KL 0.01, 10 critic epochs of minibatch 128 with Adam 1e-3, GAE(0.99, 0.95),
+no normalisation, one torch thread.  For each env and env count it reports
+end-to-end steps/s (model construction excluded, the first iteration
+included), the update seconds per iteration (sb3's ``train()``, natgrad's
+``update_seconds``), their ratios, the deterministic evaluation return after
+the short run, and the raw env step rate (random actions, no learning).
+
+    python bench/vs_sb3.py                          # CartPole, Pendulum, Hopper × 1 and 8 envs
+    python bench/vs_sb3.py --envs Hopper-v5 --n-envs 1 --iterations 5 --repeats 3
+
+Needs the ``bench`` extra (stable-baselines3, sb3-contrib).  Prints one JSON
+line per setting and a summary line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from natgrad.rl.agent import TRPO
+from natgrad.rl.config import TRPOConfig
+
+SHARED = dict(batch_size=128, n_critic_updates=10, cg_iters=15, cg_damping=0.1, max_kl=0.01,
+              gamma=0.99, gae_lambda=0.95, critic_lr=1e-3)  # fmt: skip
+BATCH = 2048
+
+
+def raw_env_rate(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
+    """Steps/s of one env stepped with pre-drawn random actions (the physical limit)."""
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(1000)]
+    env.reset(seed=seed)
+    t = time.perf_counter()
+    for i in range(steps):
+        _, _, term, trunc, _ = env.step(actions[i % 1000])
+        if term or trunc:
+            env.reset()
+    rate = steps / (time.perf_counter() - t)
+    env.close()
+    return rate
+
+
+def run_natgrad(env_id: str, n_envs: int, iterations: int, vec: str, seed: int) -> dict[str, Any]:
+    cfg = TRPOConfig(env_id=env_id, n_envs=n_envs, n_steps=BATCH // n_envs, vec=vec, seed=seed,
+                     total_steps=BATCH * iterations, tensorboard=False, threads=1, **SHARED)  # fmt: skip
+    agent = TRPO(config=cfg)
+    metrics: list[dict[str, float]] = []
+    t = time.perf_counter()
+    agent.learn(callback=lambda ag, m: metrics.append(m))
+    wall = time.perf_counter() - t
+    ev = agent.evaluate(5)
+    agent.close()
+    return {
+        "steps_per_s": agent.env_steps / wall,
+        "update_s": statistics.median(m["update_seconds"] for m in metrics),
+        "rollout_s": statistics.median(m["rollout_seconds"] for m in metrics),
+        "eval_return": float(np.mean(ev)),
+    }
+
+
+def run_sb3(env_id: str, n_envs: int, iterations: int, seed: int) -> dict[str, Any]:
+    from sb3_contrib import TRPO as SB3TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    model = SB3TRPO("MlpPolicy", env, n_steps=BATCH // n_envs, batch_size=128,
+                    n_critic_updates=10, cg_max_steps=15, cg_damping=0.1, target_kl=0.01,
+                    gamma=0.99, gae_lambda=0.95, learning_rate=1e-3, seed=seed, device="cpu",
+                    verbose=0)  # fmt: skip
+    train = model.train
+    updates: list[float] = []
+
+    def timed_train() -> None:
+        t0 = time.perf_counter()
+        train()
+        updates.append(time.perf_counter() - t0)
+
+    model.train = timed_train  # type: ignore[method-assign]
+    t = time.perf_counter()
+    model.learn(BATCH * iterations)
+    wall = time.perf_counter() - t
+    eval_env = gym.make(env_id)
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=5, deterministic=True)
+    eval_env.close()
+    env.close()
+    return {
+        "steps_per_s": model.num_timesteps / wall,
+        "update_s": statistics.median(updates),
+        "eval_return": float(mean),
+    }
+
+
+def compare(env_id: str, n_envs: int, iterations: int, repeats: int) -> dict[str, Any]:
+    """Alternate sb3 and natgrad ``repeats`` times; medians of each figure."""
+    vecs = ["sync"] if n_envs == 1 else ["sync", "async"]
+    runs: dict[str, list[dict[str, Any]]] = {"sb3": [], **{f"natgrad_{v}": [] for v in vecs}}
+    for r in range(repeats):
+        runs["sb3"].append(run_sb3(env_id, n_envs, iterations, seed=r))
+        for v in vecs:
+            runs[f"natgrad_{v}"].append(run_natgrad(env_id, n_envs, iterations, v, seed=r))
+    med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
+    best = max((k for k in med if k.startswith("natgrad")), key=lambda k: med[k]["steps_per_s"])
+    raw = raw_env_rate(env_id)
+    return {
+        "env": env_id,
+        "n_envs": n_envs,
+        "iterations": iterations,
+        "repeats": repeats,
+        "raw_env_steps_per_s": raw,
+        **med,
+        "natgrad_best": best,
+        "speedup_steps_per_s": med[best]["steps_per_s"] / med["sb3"]["steps_per_s"],
+        "update_time_ratio": med[best]["update_s"] / med["sb3"]["update_s"],
+        "fraction_of_raw_rate": med[best]["steps_per_s"] / raw,
+    }
+
+
+def run(quick: bool = False, envs: list[str] | None = None, n_envs: list[int] | None = None,
+        iterations: int | None = None, repeats: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """All comparisons; ``quick`` is a tiny CartPole-only smoke run (for tests)."""
+    torch.set_num_threads(1)
+    if quick:
+        envs, n_envs, iterations, repeats = ["CartPole-v1"], [1], 1, 1
+    envs = envs or ["CartPole-v1", "Pendulum-v1", "Hopper-v5"]
+    results = []
+    for env_id in envs:
+        for n in n_envs or [1, 8]:
+            its = iterations or (5 if "Hopper" in env_id else 10)
+            res = compare(env_id, n, its, repeats or 2)
+            print(json.dumps(res), flush=True)
+            results.append(res)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", default="CartPole-v1,Pendulum-v1,Hopper-v5")
+    parser.add_argument("--n-envs", default="1,8")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    results = run(args.quick, args.envs.split(","), [int(n) for n in args.n_envs.split(",")],
+                  args.iterations, args.repeats)  # fmt: skip
+    summary = [
+        {k: (round(r[k], 3) if isinstance(r[k], float) else r[k])
+         for k in ("env", "n_envs", "speedup_steps_per_s", "update_time_ratio", "fraction_of_raw_rate")}
+        for r in results
+    ]  # fmt: skip
+    print(json.dumps({"summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
