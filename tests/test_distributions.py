@@ -129,3 +129,10 @@ def test_kl_between_families_is_an_error():
         Categorical(torch.zeros(1, 2)).kl(Bernoulli(torch.zeros(1, 2)))
     with pytest.raises(ValueError, match="shape"):
         Categorical(torch.zeros(1, 2)).kl(Categorical(torch.zeros(1, 3)))
+
+
+def test_sampling_does_not_cut_the_graph():
+    logits = torch.zeros(3, 4, requires_grad=True)
+    c = Categorical(logits)
+    x = c.sample()
+    assert c.log_prob(x).requires_grad

@@ -210,3 +210,25 @@ def test_bad_arguments(float64):
         dist = fn(params, x)
     with pytest.raises(ValueError, match="without autograd"):
         GGNFisher.from_distribution(dist, params)
+
+
+def test_outputs_that_do_not_depend_on_params(float64):
+    """A fixed (non-trainable) log σ: its output has no Jacobian, every method still agrees."""
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    params = list(net.parameters())
+    f = functional_model(net, params)
+    fixed = torch.tensor([0.3, -0.2])
+    x = torch.randn(5, 3)
+
+    def fn(ps, x):
+        return DiagGaussian(f(ps, x), fixed)
+
+    v = torch.randn(numel(params))
+    shared = GGNFisher.from_distribution(fn(params, x), params).mv(v)
+    for other in (
+        GGNFisher(fn, params, x).mv(v),
+        GGNFisher(fn, params, x, linearize=False).mv(v),
+        KLHessianFisher(fn, params, x).mv(v),
+    ):
+        assert torch.allclose(shared, other, atol=1e-12)

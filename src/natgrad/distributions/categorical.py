@@ -56,8 +56,8 @@ class Categorical(Distribution):
         return self.logits.shape[:-1]
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        with torch.no_grad():
-            flat = self.probs.reshape(-1, self.logits.shape[-1])
+        with torch.no_grad():  # not self.probs: that would cache log-probs without a graph
+            flat = torch.softmax(self.logits.detach(), dim=-1).reshape(-1, self.logits.shape[-1])
             idx = torch.multinomial(flat, 1, generator=generator)
             return idx.reshape(self.batch_shape)
 
