@@ -21,7 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md"]
+DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md", "docs/vi.md"]
 """Markdown files whose python snippets are run and compared with their Output blocks."""
 
 DOCTEST_MODULES = [
