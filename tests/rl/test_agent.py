@@ -41,6 +41,7 @@ def _same(a, b):
     [
         (TRPO, TRPOConfig, "CartPole-v1", {}),
         (NPG, NPGConfig, "Pendulum-v1", dict(normalize_obs=True, normalize_reward=True)),
+        (TRPO, TRPOConfig, "Pendulum-v1", dict(fisher="kfac")),
     ],
 )
 def test_resume_is_bit_exact(tmp_path, cls, cfg_cls, env, extra):
@@ -157,3 +158,25 @@ def test_agent_uses_the_preset():
     agent = TRPO("CartPole-v1")
     assert agent.config.n_steps == 512 and agent.config.n_critic_updates == 20
     agent.close()
+
+
+@pytest.mark.parametrize("fisher", ["ggn", "kl_hessian", "kfac"])
+def test_every_fisher_keeps_trpo_inside_the_trust_region(fisher):
+    agent = TRPO(config=TRPOConfig(**small("Pendulum-v1"), fisher=fisher, max_kl=0.005))
+    for _ in range(3):
+        m = agent.train_iteration()
+        assert m["kl"] <= 0.005 or m["line_search_success"] == 0.0
+    assert (agent.kfac is not None) == (fisher == "kfac")
+    agent.close()
+
+
+def test_ggn_and_kl_hessian_take_the_same_step():
+    """Same Fisher, two ways of computing its products: the same TRPO step (to rounding)."""
+    a = TRPO(config=TRPOConfig(**small("Pendulum-v1"), fisher="ggn"))
+    b = TRPO(config=TRPOConfig(**small("Pendulum-v1"), fisher="kl_hessian"))
+    ma, mb = a.train_iteration(), b.train_iteration()
+    assert ma["cg_iterations"] == mb["cg_iterations"]
+    for p, q in zip(a.policy.policy_parameters(), b.policy.policy_parameters()):
+        assert torch.allclose(p, q, atol=1e-4)
+    a.close()
+    b.close()

@@ -4,8 +4,10 @@ from natgrad.linalg.cg import CGResult, cg, solve_dense
 from natgrad.linalg.trust_region import (
     NaturalDirection,
     StepInfo,
+    line_search,
     natural_direction,
     natural_step,
+    scaled_direction,
     trust_region_step,
 )
 
@@ -14,8 +16,10 @@ __all__ = [
     "NaturalDirection",
     "StepInfo",
     "cg",
+    "line_search",
     "natural_direction",
     "natural_step",
+    "scaled_direction",
     "solve_dense",
     "trust_region_step",
 ]

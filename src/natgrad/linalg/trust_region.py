@@ -128,10 +128,7 @@ def natural_direction(
         xfx = float(x @ (grad - result.residual))
     else:
         xfx = float(x @ fisher_mv(x))
-    if not (xfx > 0 and math.isfinite(xfx)):
-        return NaturalDirection(x, 0.0, 0.0, result)
-    beta = math.sqrt(2.0 * max_kl / xfx)
-    return NaturalDirection(x, beta, beta * float(grad @ x), result)
+    return scaled_direction(x, xfx, grad, max_kl, result)
 
 
 @torch.no_grad()
@@ -185,10 +182,7 @@ def trust_region_step(
         A :class:`StepInfo`.  On rejection the parameters are bit-identical to before.
     """
     params = _check_step_args(params, grad, max_kl)
-    if not 0 < backtrack_ratio < 1:
-        raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio!r}")
-    if not isinstance(max_backtracks, int) or max_backtracks < 1:
-        raise ValueError(f"max_backtracks must be an int >= 1, got {max_backtracks!r}")
+    _check_line_search(backtrack_ratio, max_backtracks)
     with torch.no_grad():
         l0 = _float(loss_fn()) if loss_before is None else float(loss_before)
     if not bool(grad.abs().max() > 0):
@@ -198,6 +192,40 @@ def trust_region_step(
         fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
         preconditioner=preconditioner,
     )  # fmt: skip
+    return line_search(
+        params, d, loss_fn, kl_fn, max_kl=max_kl, backtrack_ratio=backtrack_ratio,
+        max_backtracks=max_backtracks, loss_before=l0,
+    )  # fmt: skip
+
+
+def _check_line_search(backtrack_ratio: float, max_backtracks: int) -> None:
+    if not 0 < backtrack_ratio < 1:
+        raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio!r}")
+    if not isinstance(max_backtracks, int) or max_backtracks < 1:
+        raise ValueError(f"max_backtracks must be an int >= 1, got {max_backtracks!r}")
+
+
+def line_search(
+    params: Sequence[Tensor],
+    direction: NaturalDirection,
+    loss_fn: ScalarFn,
+    kl_fn: ScalarFn,
+    *,
+    max_kl: float,
+    backtrack_ratio: float = 0.8,
+    max_backtracks: int = 10,
+    loss_before: float | None = None,
+) -> StepInfo:
+    """Backtrack along ``−β x`` until the measured KL ≤ δ and the loss improved, else restore.
+
+    The second half of :func:`trust_region_step`, for a direction found some other
+    way (a K-FAC solve, say).  Trial ``k`` is ``θ₀ − ρᵏ β x``.
+    """
+    params = as_param_list(params)
+    _check_line_search(backtrack_ratio, max_backtracks)
+    d = direction
+    with torch.no_grad():
+        l0 = _float(loss_fn()) if loss_before is None else float(loss_before)
     if not d.usable:
         return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]
@@ -224,10 +252,22 @@ def trust_region_step(
     )
 
 
+def scaled_direction(
+    x: Tensor, xfx: float, grad: Tensor, max_kl: float, cg: CGResult | None = None
+) -> NaturalDirection:
+    """A :class:`NaturalDirection` from ``x ≈ F⁻¹g`` and ``xᵀFx`` computed elsewhere."""
+    if cg is None:
+        cg = CGResult(x, 0, 0.0, True, False)
+    if not (xfx > 0 and math.isfinite(xfx)):
+        return NaturalDirection(x, 0.0, 0.0, cg)
+    beta = math.sqrt(2.0 * max_kl / xfx)
+    return NaturalDirection(x, beta, beta * float(grad @ x), cg)
+
+
 def natural_step(
     params: Sequence[Tensor],
     grad: Tensor,
-    fisher_mv: MatVec,
+    fisher_mv: MatVec | None,
     *,
     max_kl: float,
     cg_iters: int = 10,
@@ -236,19 +276,26 @@ def natural_step(
     kl_fn: ScalarFn | None = None,
     loss_fn: ScalarFn | None = None,
     preconditioner: MatVec | None = None,
+    direction: NaturalDirection | None = None,
 ) -> StepInfo:
     """NPG: the natural step of fixed KL radius, ``θ ← θ − βx``, with no line search.
 
     ``kl_fn`` and ``loss_fn`` are optional and only measured for the record
     (one evaluation each).  A CG breakdown leaves the parameters unchanged.
+    ``direction`` skips CG (``fisher_mv`` may then be None).
     """
     params = _check_step_args(params, grad, max_kl)
     with torch.no_grad():
         l0 = _float(loss_fn()) if loss_fn is not None else math.nan
-    d = natural_direction(
-        fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
-        preconditioner=preconditioner,
-    )  # fmt: skip
+    if direction is not None:
+        d = direction
+    elif fisher_mv is None:
+        raise ValueError("natural_step needs fisher_mv or a precomputed direction")
+    else:
+        d = natural_direction(
+            fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
+            preconditioner=preconditioner,
+        )  # fmt: skip
     if not d.usable:
         return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]

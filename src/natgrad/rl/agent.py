@@ -30,7 +30,7 @@ from natgrad.rl.gae import compute_next_values, gae
 from natgrad.rl.policies import ActorCritic
 from natgrad.rl.presets import preset_for
 from natgrad.rl.rollout import Collector, LocalCollector, RolloutBatch
-from natgrad.rl.update import Batch, explained_variance, policy_step
+from natgrad.rl.update import Batch, explained_variance, make_kfac, policy_step
 from natgrad.utils.checkpoint import load_checkpoint, save_checkpoint
 
 Callback = Callable[["Agent", dict[str, float]], bool | None]
@@ -105,6 +105,7 @@ class Agent:
                 self.policy.critic_parameters(), lr=cfg.critic_lr, foreach=True
             )
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.kfac = make_kfac(self.policy, cfg)
         self.iteration = 0
         self.env_steps = 0
         self.recent_episodes: deque[tuple[float, int]] = deque(maxlen=100)
@@ -138,7 +139,7 @@ class Agent:
             raise RolloutError(f"iteration {self.iteration + 1}: {exc}") from None
         t1 = time.perf_counter()
         batch = self._make_batch(rollout)
-        info, stats = policy_step(self.policy, batch, cfg, self.generator)
+        info, stats = policy_step(self.policy, batch, cfg, self.generator, self.kfac)
         stats["value_loss"] = self._fit_critic(batch)
         t2 = time.perf_counter()
         self.iteration += 1
@@ -242,6 +243,7 @@ class Agent:
             "generator": self.generator.get_state(),
             "collector": self.collector.state_dict(),
             "recent_episodes": list(self.recent_episodes),
+            "kfac": None if self.kfac is None else self.kfac.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -249,6 +251,8 @@ class Agent:
         opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
         opt.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
         self.generator.set_state(state["generator"])
+        if self.kfac is not None:
+            self.kfac.load_state_dict(state["kfac"])
         self.collector.load_state_dict(state["collector"])
         self.iteration = int(state["iteration"])
         self.env_steps = int(state["step"])

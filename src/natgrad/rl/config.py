@@ -56,8 +56,9 @@ class AgentConfig:
     cg_atol: float = 1e-5
     """... or once ‖r‖ ≤ cg_atol (1e-5 is sb3-contrib's residual_tol = 1e-10 on ‖r‖²)."""
     fisher: str = "ggn"
-    """How the Fisher product is computed: "ggn" (Jᵀ F_out J, linearised once) or
-    "kl_hessian" (double backprop, the reference)."""
+    """The metric of the step: "ggn" (exact Fisher products Jᵀ F_out J, linearised once),
+    "kl_hessian" (exact, by double backprop: the reference) or "kfac" (K-FAC's
+    Kronecker-factored Fisher solved directly, no CG: an ACKTR-style step)."""
     fisher_subsample: float = 1.0
     """Fraction of the batch used for Fisher products, in (0, 1]."""
     critic_lr: float = 1e-3
@@ -129,7 +130,7 @@ class AgentConfig:
         if not 0.0 < self.fisher_subsample <= 1.0:
             _bad("fisher_subsample", self.fisher_subsample, "a fraction in (0, 1]")
         _choice(self, "vec", ("sync", "async", "ray"))
-        _choice(self, "fisher", ("ggn", "kl_hessian"))
+        _choice(self, "fisher", ("ggn", "kl_hessian", "kfac"))
         _choice(self, "activation", ("tanh", "relu"))
         for name in ("policy_hidden", "critic_hidden"):
             sizes = getattr(self, name)
