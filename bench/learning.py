@@ -1,0 +1,90 @@
+"""Learning benchmark: natgrad's TRPO presets over several seeds, judged by deterministic evaluation.
+
+Each run is a normal run directory (progress.csv, checkpoint, plot) under
+``--out``; the script prints one JSON line per env with each seed's final
+evaluation (10 deterministic episodes) and the mean and std over seeds, and
+draws the mean ± std learning curve of every env.
+
+    python bench/learning.py --envs CartPole-v1,Pendulum-v1,InvertedPendulum-v5 --seeds 5
+    python bench/learning.py --envs Hopper-v5 --seeds 3 --steps 1000000   # hours, not minutes
+
+Seeds run two at a time (one torch thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_one(env_id: str, seed: int, steps: int | None, out: str, overrides: dict[str, Any]) -> dict:
+    """Train one seed with the env's preset; returns its evaluation."""
+    from natgrad.rl import session
+    from natgrad.rl.config import TRPOConfig
+    from natgrad.rl.presets import preset_for
+
+    values, source = preset_for(env_id)
+    cfg = TRPOConfig.from_dict({**values, "env_id": env_id, "seed": seed, **overrides})
+    if steps is not None:
+        cfg = cfg.replace(total_steps=steps)
+    run_dir = Path(out) / env_id / f"seed{seed}"
+    if (run_dir / "eval.json").exists():  # finished earlier: reuse
+        ev = json.loads((run_dir / "eval.json").read_text())
+        return {"seed": seed, "eval_mean": ev["mean"], "run_dir": str(run_dir)}
+    if run_dir.exists():
+        agent, logger = session.resume(run_dir)
+    else:
+        agent, logger = session.start(cfg, run_dir, preset_source=source)
+    with open(run_dir / "stdout.txt", "a") as log:
+        result = session.train(agent, logger, run_dir, progress=False, out=log)
+    agent.close()
+    returns = result.eval_returns
+    return {"seed": seed, "eval_mean": float(np.mean(returns)), "run_dir": str(run_dir)}
+
+
+def run(envs: list[str], seeds: int, steps: int | None, out: str, jobs: int = 2,
+        overrides: dict[str, Any] | None = None) -> list[dict]:  # fmt: skip
+    from natgrad.utils.plotting import plot_learning_curves
+
+    results = []
+    ctx = mp.get_context("spawn")
+    for env_id in envs:
+        args = [(env_id, s, steps, out, overrides or {}) for s in range(seeds)]
+        if jobs > 1:
+            with ctx.Pool(jobs) as pool:
+                per_seed = pool.starmap(run_one, args)
+        else:
+            per_seed = [run_one(*a) for a in args]
+        means = [r["eval_mean"] for r in per_seed]
+        plot = Path(out) / f"{env_id}.png"
+        plot_learning_curves([Path(r["run_dir"]) for r in per_seed], plot)
+        res = {"env": env_id, "seeds": seeds, "steps": steps, "eval_per_seed": means,
+               "eval_mean": float(np.mean(means)), "eval_std": float(np.std(means)),
+               "plot": str(plot)}  # fmt: skip
+        print(json.dumps(res), flush=True)
+        results.append(res)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", default="CartPole-v1,Pendulum-v1,InvertedPendulum-v5")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--out", default="bench/out/learning")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    args = parser.parse_args()
+    from natgrad.rl.config import TRPOConfig, parse_value
+
+    overrides = {k: parse_value(TRPOConfig, k, v) for k, v in (s.split("=", 1) for s in args.set)}
+    run(args.envs.split(","), args.seeds, args.steps, args.out, args.jobs, overrides)
+
+
+if __name__ == "__main__":
+    main()
