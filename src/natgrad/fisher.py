@@ -211,7 +211,9 @@ class _AutogradOperator(FisherOperator):
             # Contract to a scalar first: the same vector-Jacobian product, but it skips
             # torch's per-call shape checks of tensor grad_outputs (and their one-off
             # import of torch.fx's symbolic-shape machinery, ~0.3 s here).
-            outputs = sum((o * g).sum() for o, g in zip(outputs, grad_outputs, strict=True))
+            outputs = torch.stack(
+                [(o * g).sum() for o, g in zip(outputs, grad_outputs, strict=True)]
+            ).sum()
         grads = torch.autograd.grad(outputs, inputs, retain_graph=True, allow_unused=True)
         return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
@@ -258,7 +260,7 @@ class GGNFisher(_AutogradOperator):
                 holder.append(d)
                 return d.params
 
-            out, self._vjp_fn = torch.func.vjp(outputs, *primals)
+            out, self._vjp_fn = torch.func.vjp(outputs, *primals)  # type: ignore[misc]
             self._jvp_fn = outputs
             self._primals = primals
             self.dist = holder[0].with_params([o.detach() for o in out])
@@ -290,9 +292,9 @@ class GGNFisher(_AutogradOperator):
         # Jᵀu is linear in u; differentiating it with respect to u gives J v.
         self._dummies = [torch.zeros_like(o, requires_grad=True) for o in self._outputs]
         with torch.enable_grad():
-            contracted = sum(
-                (o * d).sum() for o, d in zip(self._outputs, self._dummies, strict=True)
-            )
+            contracted = torch.stack(
+                [(o * d).sum() for o, d in zip(self._outputs, self._dummies, strict=True)]
+            ).sum()
             vjp = torch.autograd.grad(
                 contracted, self._leaves_, create_graph=True, allow_unused=True
             )
@@ -302,7 +304,7 @@ class GGNFisher(_AutogradOperator):
     def jvp(self, vs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """``J v``: the change of the distribution's parameters along ``v``."""
         if not self.linearize:
-            _, tangents = torch.func.jvp(self._jvp_fn, self._primals, tuple(vs))
+            _, tangents = torch.func.jvp(self._jvp_fn, self._primals, tuple(vs))  # type: ignore[misc]
             return tuple(tangents)
         if not self._lin_idx:
             return tuple(torch.zeros_like(o) for o in self._outputs)

@@ -75,7 +75,7 @@ def print_config_help(cls: type[AgentConfig]) -> None:
     for f in fields(cls):
         if not f.init:
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc,operator]
         print(f"{f.name} = {default!r}\n    {docs.get(f.name, '')}")
 
 

@@ -108,7 +108,7 @@ class MultiCategorical(Distribution):
             )
         self.logits = logits
         self.nvec = tuple(nvec)
-        self.parts = [Categorical(chunk) for chunk in torch.split(logits, self.nvec, dim=-1)]
+        self.parts = [Categorical(chunk) for chunk in torch.split(logits, list(self.nvec), dim=-1)]
 
     @property
     def params(self) -> tuple[Tensor]:
@@ -145,6 +145,6 @@ class MultiCategorical(Distribution):
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
         (u,) = tangents
-        chunks = torch.split(u, self.nvec, dim=-1)
+        chunks = torch.split(u, list(self.nvec), dim=-1)
         out = [c.fisher_mv([ui])[0] for c, ui in zip(self.parts, chunks, strict=True)]
         return (torch.cat(out, dim=-1),)

@@ -42,7 +42,7 @@ class RolloutError(RuntimeError):
 
 def make_collector(cfg: AgentConfig) -> Collector:
     """The rollout backend named by ``cfg.vec``."""
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward, gamma=cfg.gamma
     )
     if cfg.vec == "ray":

@@ -42,7 +42,7 @@ def _single_threaded_blas() -> Iterator[None]:
 
 def _minibatches(n: int, batch_size: int, epochs: int, gen: torch.Generator) -> list[Tensor]:
     """The index sets of every minibatch of every epoch (a fresh permutation per epoch)."""
-    out = []
+    out: list[Tensor] = []
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         out.extend(perm[start : start + batch_size] for start in range(0, n, batch_size))

@@ -128,7 +128,7 @@ class ActorCritic(nn.Module):
 
     def policy_parameters(self) -> list[Tensor]:
         """The tensors the natural step moves: the actor's parameters and log σ."""
-        params = list(self.actor.parameters())
+        params: list[Tensor] = list(self.actor.parameters())
         return params + [self.log_std] if self.log_std is not None else params
 
     def critic_parameters(self) -> list[Tensor]:
