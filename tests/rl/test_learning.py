@@ -24,3 +24,12 @@ def test_inverted_pendulum_reaches_1000_within_100k_steps():
     returns = agent.evaluate(10)
     agent.close()
     assert np.mean(returns) >= 1000 - 1e-9, returns
+
+
+@pytest.mark.slow
+def test_pendulum_beats_minus_175_within_100k_steps():
+    agent = TRPO("Pendulum-v1")
+    agent.learn()
+    returns = agent.evaluate(10)
+    agent.close()
+    assert np.mean(returns) >= -175, returns
