@@ -32,7 +32,9 @@ DOCTEST_MODULES = [
     "natgrad.distributions.gaussian",
     "natgrad.linalg.cg",
     "natgrad.params",
-    "natgrad.fisher",
+    "natgrad.fisher.api",
+    "natgrad.fisher.base",
+    "natgrad.fisher.ggn",
     "natgrad.demo",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
