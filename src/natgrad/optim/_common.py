@@ -109,20 +109,6 @@ def parse_closure_result(
     return loss.reshape(()), dist, targets
 
 
-def tie_constants(dist: Distribution) -> Distribution:
-    """The same distribution with constant parameters tied into the graph with weight 0.
-
-    :class:`natgrad.fisher.GGNFisher` differentiates every output parameter;
-    a constant one (a fixed ``log σ``) has no graph.  ``z + 0·Σ ref`` has the
-    same value and a zero Jacobian, so the Fisher is unchanged.
-    """
-    ref = next(z for z in dist.params if z.requires_grad)
-    zero = ref.sum() * 0.0
-    if all(z.requires_grad for z in dist.params):
-        return dist
-    return dist.with_params([z if z.requires_grad else z + zero for z in dist.params])
-
-
 def reachable_leaves(tensors: Sequence[Tensor]) -> set[int]:
     """ids of the leaf tensors (requiring grad) that ``tensors`` were computed from."""
     seen: set[int] = set()

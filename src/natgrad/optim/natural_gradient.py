@@ -70,7 +70,6 @@ from natgrad.optim._common import (
     reachable_leaves,
     resolve_damping,
     score_fisher,
-    tie_constants,
 )
 from natgrad.optim.diag import DiagonalFisher
 from natgrad.optim.kfac import KFAC
@@ -324,7 +323,7 @@ class NaturalGradient(torch.optim.Optimizer):
         else:
             g = flatten(grads)
             if self.fisher == "ggn":
-                op: Any = GGNFisher.from_distribution(tie_constants(dist), params, damping=lam)
+                op: Any = GGNFisher.from_distribution(dist, params, damping=lam)
             elif self.fisher == "kl_hessian":
                 op = KLHessianFisher.from_distribution(dist, params, damping=lam)
             else:
