@@ -9,6 +9,7 @@ needs no coordination.
 
 import importlib.util
 import logging
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -238,6 +239,35 @@ def test_cluster_gone_stops_cli_with_clear_error_and_intact_checkpoint(
     assert main(["train", "--resume", str(run), "--backend", "sync", "--no-progress",
                  "--no-eval"]) == 0  # fmt: skip
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 640
+
+
+UNREACHABLE = """
+import os, signal, ray
+from natgrad.rl.ray_backend import RayClusterGone, RayCollector
+from natgrad.rl.policies import ActorCritic
+rc = RayCollector("CartPole-v1", 2, 0, workers=2)  # its own local instance
+rc.probe_timeout = 2.0
+sampler = ActorCritic(rc.obs_dim, rc.action_space).sampler()
+rc.collect(sampler, 20)
+for p in ray._private.worker._global_node.all_processes["gcs_server"]:
+    os.kill(p.process.pid, signal.SIGKILL)  # the head's control store dies
+try:
+    rc.collect(sampler, 20)
+except RayClusterGone as exc:
+    print("GONE:", exc)
+rc.close()
+"""
+
+
+@pytest.mark.ray
+def test_unreachable_cluster_raises_cluster_gone_quickly():
+    pytest.importorskip("ray")
+    # In a subprocess: Ray itself ends a driver that cannot reach its GCS for 60 s.
+    proc = subprocess.run([sys.executable, "-c", UNREACHABLE], capture_output=True,
+                          text=True, timeout=150)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GONE: the Ray cluster at" in proc.stdout
+    assert "did not answer a status request within 2 s" in proc.stdout
 
 
 # --------------------------------------------------------------------- benchmark

@@ -1,30 +1,18 @@
-"""Distributed rollouts on a Ray cluster: :class:`RayCollector`.
+"""Distributed rollouts on a Ray cluster: :class:`RayCollector` (guide: docs/distributed.md).
 
-``RayCollector`` runs ``workers`` Ray actors, each a :class:`~natgrad.rl.rollout.LocalCollector`
-(``vec="sync"``) over a contiguous block of the global env indices, and implements the
-:class:`~natgrad.rl.rollout.Collector` protocol on the learner:
-
-* each :meth:`~RayCollector.collect` puts the sampler (plain numpy weights) into the
-  object store once and hands the reference to every actor, together with the frozen
-  normalisation statistics; the actors return their step batches, which are
-  concatenated in env-index order; the statistics are then updated once, on the
-  learner, from the whole batch, and go out with the next collect;
-* by the reproducibility contract of :mod:`natgrad.rl.rollout`, the batch is bit for bit
-  the one a ``LocalCollector`` over all the envs would collect, whatever ``workers`` is;
-* every actor returns its ``state_dict()`` with its batch, and the learner keeps the last
-  one. An actor that dies (process killed, node lost), hangs past ``timeout`` or raises
-  from an env is replaced by a new actor restored from that state, and its share of the
-  batch is collected again from the same starting point: no partial or duplicated
-  trajectory reaches the batch, and the result is unchanged. After ``max_restarts``
-  failed attempts of one worker in one collect, :class:`RayRolloutError` names the env
-  (or the worker) and the cause;
-* if the cluster itself goes away (``ray.shutdown()``, head node unreachable),
-  :class:`RayClusterGone` is raised. Both are :class:`~natgrad.rl.agent.RolloutError`,
-  which ``natgrad train`` reports without overwriting the last good checkpoint.
-
-:meth:`~RayCollector.state_dict` has exactly the per-env layout of
-``LocalCollector.state_dict()`` over all the envs, so a checkpoint resumes on either
-backend and with any number of workers.
+``workers`` Ray actors each run a sync :class:`~natgrad.rl.rollout.LocalCollector` over a
+contiguous block of env indices. Per :meth:`~RayCollector.collect` the learner puts the
+sampler into the object store once, sends its reference and the frozen normalisation
+statistics to every actor, concatenates the returned step batches in env-index order and
+updates the statistics once from the whole batch: bit for bit the batch of one
+``LocalCollector`` over all the envs. Each actor also returns its ``state_dict()``; the
+learner keeps the last one, and a worker that dies, hangs past ``timeout`` or raises from
+an env is replaced by an actor restored from it and collects its share again, so the
+result does not change. :class:`RayRolloutError` (a worker failing beyond
+``max_restarts``) and :class:`RayClusterGone` are :class:`~natgrad.rl.agent.RolloutError`,
+which ``natgrad train`` reports without overwriting the last good checkpoint.
+:meth:`~RayCollector.state_dict` has the per-env layout of ``LocalCollector.state_dict()``:
+checkpoints resume on either backend, with any number of workers.
 """
 
 from __future__ import annotations
@@ -48,6 +36,7 @@ from natgrad.rl.normalize import ObsNormalizer, RewardScaler
 from natgrad.rl.ray_worker import (
     PER_ENV_FIELDS,
     RolloutWorker,
+    check_args,
     check_reachable,
     cpu_count,
     join_states,
@@ -127,22 +116,7 @@ class RayCollector:
         max_restarts: int = 3,
         init_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-            raise ValueError(f"n_envs={n_envs!r} must be a positive int")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be an int >= 0 (needed for reproducibility)")
-        workers = n_envs if workers is None else workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= n_envs:
-            raise ValueError(
-                f"workers={workers!r} must be an int in [1, n_envs={n_envs}]: each worker "
-                "needs at least one env"
-            )
-        if not (isinstance(worker_cpus, (int, float)) and worker_cpus > 0):
-            raise ValueError(f"worker_cpus={worker_cpus!r} must be a number > 0 (e.g. 0.01 or 1)")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts={max_restarts!r} must be an int >= 0")
+        workers = check_args(n_envs, seed, workers, worker_cpus, timeout, max_restarts)
         if isinstance(env_factory, str):
             env_factory = EnvFactory(env_factory)
         if not callable(env_factory):
@@ -159,7 +133,7 @@ class RayCollector:
         self._states: list[dict[str, Any] | None] = [None] * workers
         self._actors: list[Any] = []
         self._resync = False
-        self._closed = False
+        self._closed = self._lost = False
         self._owns_ray = False
         self._connect(address, init_kwargs)
         try:
@@ -217,6 +191,7 @@ class RayCollector:
         return bool(answer and answer[0])
 
     def _gone(self, why: str) -> RayClusterGone:
+        self._lost = True
         return RayClusterGone(
             f"the Ray cluster at {self.address} is gone ({why}); the rollout was abandoned. "
             "Restart the cluster and resume the run from its last checkpoint "
@@ -225,7 +200,11 @@ class RayCollector:
 
     def _require_cluster(self, exc: BaseException | None = None) -> None:
         if not self._cluster_alive():
-            why = "Ray was shut down" if not ray.is_initialized() else "no live node answers"
+            why = (
+                "Ray was shut down in this process"
+                if not ray.is_initialized()
+                else f"it did not answer a status request within {self.probe_timeout:g} s"
+            )
             raise self._gone(why if exc is None else f"{why}; {_first_line(exc)}") from exc
 
     # --- workers --------------------------------------------------------------------
@@ -262,18 +241,17 @@ class RayCollector:
                 raise
             pending[ref] = (k, time.monotonic() + self.timeout)
 
-        def failed(k: int, message: str) -> None:
+        def failed(k: int, message: str) -> None:  # message: of attempt failures[k] + 1
             failures[k] += 1
             if failures[k] > self.max_restarts:
-                raise RayRolloutError(message.format(n=failures[k]))
+                raise RayRolloutError(message)
             self._replace(k)
             start(k)
 
         for k in range(len(self._actors)):
             start(k)
         while pending:
-            now = time.monotonic()
-            wait = min(self.heartbeat, min(d for _, d in pending.values()) - now)
+            wait = min(self.heartbeat, min(d for _, d in pending.values()) - time.monotonic())
             try:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(wait, 0.0))
             except (rex.RayError, ConnectionError) as exc:
@@ -286,34 +264,34 @@ class RayCollector:
                     k, _ = pending.pop(ref)
                     failed(
                         k,
-                        f"Ray worker {k} ({self._envs(k)}) did not answer within "
-                        f"timeout={self.timeout} s, {{n}} times in a row; raise timeout if its "
-                        "rollouts are that slow, or check that the cluster has room for the "
-                        f"workers (each asks for worker_cpus={self.worker_cpus} CPUs)",
+                        f"Ray worker {k} ({self._envs(k)}) did not answer within timeout="
+                        f"{self.timeout:g} s, {failures[k] + 1} times in a row; raise timeout "
+                        "if its rollouts are that slow, or check that the cluster has room for "
+                        f"the workers (each asks for worker_cpus={self.worker_cpus:g} CPUs)",
                     )
                 continue
-            ref = ready[0]
-            k, _ = pending.pop(ref)
+            k, _ = pending.pop(ready[0])
             try:
-                results[k] = ray.get(ref)
+                results[k] = ray.get(ready[0])
             except rex.RayTaskError as exc:
-                cause = exc.cause
+                cause = exc.cause if exc.cause is not None else exc
                 if isinstance(cause, _DETERMINISTIC):
                     raise cause from None
                 m = re.match(r"env (\d+) raised", str(cause))
                 who = f"env {m.group(1)}" if m else self._envs(k)
                 failed(
                     k,
-                    f"{who} failed {{n}} times in a row on Ray worker {k}, which was restored "
-                    f"from its last good state each time; last error: {_first_line(cause)}. "
-                    "Fix the env, or raise max_restarts if its failures are transient",
+                    f"{who} failed {failures[k] + 1} times in a row on Ray worker {k}, "
+                    "restored from its last good state each time; last error: "
+                    f"{_first_line(cause)}. Fix the env, or raise max_restarts if its "
+                    "failures are transient",
                 )
             except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as exc:
                 self._require_cluster(exc)
                 failed(
                     k,
-                    f"Ray worker {k} ({self._envs(k)}) died {{n}} times in a row "
-                    f"({_first_line(exc)}); see the worker logs (ray logs, or "
+                    f"Ray worker {k} ({self._envs(k)}) died {failures[k] + 1} times in a row "
+                    f"({_first_line(exc)}); see the worker logs (`ray logs`, "
                     "/tmp/ray/session_latest/logs): an out-of-memory kill or an env that "
                     "crashes its process are the usual causes",
                 )
@@ -335,7 +313,7 @@ class RayCollector:
             raise ValueError(f"n_steps={n_steps!r} must be a positive int")
         if self._closed:
             raise ValueError("this RayCollector is closed; build a new one")
-        self._require_connected()
+        self._require_cluster()
         try:
             if self._resync:
                 self._push_states()
@@ -356,10 +334,6 @@ class RayCollector:
         batch = concat_batches([b for b, _ in out])
         self.update_stats(batch)
         return batch
-
-    def _require_connected(self) -> None:
-        if not ray.is_initialized():
-            raise self._gone("Ray was shut down in this process")
 
     def _push_states(self) -> None:
         self._run(lambda k: self._actors[k].load_state_dict.remote(self._states[k]))
@@ -401,7 +375,7 @@ class RayCollector:
             if obj is not None:
                 obj.load_state_dict(state[name])
         self._states = [split_state(state, a, b) for a, b in self._blocks]
-        self._require_connected()
+        self._require_cluster()
         try:
             self._push_states()
         except BaseException:
@@ -415,17 +389,7 @@ class RayCollector:
         self._closed = True
         if not ray.is_initialized():
             return
-        refs = []
-        for actor in self._actors:
-            try:
-                refs.append(actor.close.remote())
-            except Exception:
-                pass
-        try:
-            ray.wait(refs, num_returns=len(refs), timeout=5.0)
-        except Exception:
-            pass
-        for actor in self._actors:
+        for actor in [] if self._lost else self._actors:  # (killing needs the cluster)
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:

@@ -1,5 +1,5 @@
 """Helpers of :mod:`natgrad.rl.ray_backend` that need no Ray: the worker (the actor's
-class), cutting and joining collector states, and connection checks.
+class), cutting and joining collector states, argument and connection checks.
 
 A collector state (``LocalCollector.state_dict()``) is per env: lists and arrays indexed
 by column, plus the normaliser states. :func:`split_state` cuts the state of envs
@@ -20,8 +20,15 @@ import numpy as np
 
 from natgrad.rl.rollout import LocalCollector
 
-__all__ = ["PER_ENV_FIELDS", "RolloutWorker", "check_reachable", "cpu_count", "join_states",
-           "split_state"]  # fmt: skip
+__all__ = [
+    "PER_ENV_FIELDS",
+    "RolloutWorker",
+    "check_args",
+    "check_reachable",
+    "cpu_count",
+    "join_states",
+    "split_state",
+]
 
 PER_ENV_LISTS = ("envs", "rng")
 PER_ENV_ARRAYS = ("obs", "ep_return", "ep_length", "discounted_return")
@@ -124,6 +131,37 @@ def join_states(
     out["obs_normalizer"] = None if obs_normalizer is None else obs_normalizer.state_dict()
     out["reward_scaler"] = None if reward_scaler is None else reward_scaler.state_dict()
     return out
+
+
+def check_args(
+    n_envs: Any, seed: Any, workers: Any, worker_cpus: Any, timeout: Any, max_restarts: Any
+) -> int:
+    """Validate ``RayCollector``'s arguments; return the number of workers.
+
+    Raises:
+        ValueError: Naming the first bad argument, its value and what it must be.
+    """
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs={n_envs!r} must be a positive int")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an int >= 0 (needed for reproducibility)")
+    workers = n_envs if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= n_envs:
+        raise ValueError(
+            f"workers={workers!r} must be an int in [1, n_envs={n_envs}]: each worker needs "
+            "at least one env"
+        )
+    if (
+        isinstance(worker_cpus, bool)
+        or not isinstance(worker_cpus, (int, float))
+        or not worker_cpus > 0
+    ):
+        raise ValueError(f"worker_cpus={worker_cpus!r} must be a number > 0 (e.g. 0.01 or 1)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0")
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts={max_restarts!r} must be an int >= 0")
+    return int(workers)
 
 
 def cpu_count() -> int:
