@@ -98,6 +98,8 @@ def test_bad_arguments_and_unreachable_address_are_value_errors():
 def test_batches_and_states_match_local_collector(ray_cluster):
     from natgrad.rl.ray_backend import RayCollector
 
+    with pytest.raises(ValueError, match="asks for 4 CPUs but the Ray cluster has 2"):
+        RayCollector("Pendulum-v1", 4, 7, workers=4, worker_cpus=1)
     kw = dict(normalize_obs=True, normalize_reward=True)
     local = LocalCollector("Pendulum-v1", 5, 7, **kw)
     with RayCollector("Pendulum-v1", 5, 7, workers=2, **kw) as rc:

@@ -37,6 +37,7 @@ from natgrad.rl.ray_worker import (
     PER_ENV_FIELDS,
     RolloutWorker,
     check_args,
+    check_capacity,
     check_reachable,
     cpu_count,
     join_states,
@@ -137,6 +138,7 @@ class RayCollector:
         self._owns_ray = False
         self._connect(address, init_kwargs)
         try:
+            check_capacity(workers, worker_cpus, ray.cluster_resources())
             self._actors = [self._spawn(k) for k in range(workers)]
             infos = self._run(lambda k: self._actors[k].describe.remote())
         except BaseException:

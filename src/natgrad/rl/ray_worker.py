@@ -24,6 +24,7 @@ __all__ = [
     "PER_ENV_FIELDS",
     "RolloutWorker",
     "check_args",
+    "check_capacity",
     "check_reachable",
     "cpu_count",
     "join_states",
@@ -162,6 +163,21 @@ def check_args(
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise ValueError(f"max_restarts={max_restarts!r} must be an int >= 0")
     return int(workers)
+
+
+def check_capacity(workers: int, worker_cpus: float, resources: dict[str, float]) -> None:
+    """Refuse a request for more CPUs than the cluster has (the actors would never start).
+
+    Raises:
+        ValueError: Naming ``workers``, ``worker_cpus`` and the cluster's CPUs.
+    """
+    have = float(resources.get("CPU", 0.0))
+    if workers * worker_cpus > have + 1e-9:
+        raise ValueError(
+            f"workers={workers} x worker_cpus={worker_cpus:g} asks for "
+            f"{workers * worker_cpus:g} CPUs but the Ray cluster has {have:g}; lower "
+            "worker_cpus (a fraction lets workers share a core) or workers, or add nodes"
+        )
 
 
 def cpu_count() -> int:
