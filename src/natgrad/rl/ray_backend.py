@@ -43,7 +43,7 @@ from natgrad.rl.ray_worker import (
     join_states,
     split_state,
 )
-from natgrad.rl.rollout import RolloutBatch, concat_batches
+from natgrad.rl.rollout import RolloutBatch, concat_batches, update_stats
 
 __all__ = ["RayClusterGone", "RayCollector", "RayRolloutError"]
 
@@ -343,14 +343,7 @@ class RayCollector:
 
     def update_stats(self, batch: RolloutBatch) -> None:
         """Update the learner's statistics from a whole batch (done by :meth:`collect`)."""
-        if self.obs_normalizer is not None:
-            if batch.raw_obs is None:
-                raise ValueError("batch has no raw_obs; collect it with normalize_obs=True")
-            self.obs_normalizer.update(batch.raw_obs)
-        if self.reward_scaler is not None:
-            if batch.discounted_returns is None:
-                raise ValueError("batch has no discounted_returns; use normalize_reward=True")
-            self.reward_scaler.update(batch.discounted_returns)
+        update_stats(self.obs_normalizer, self.reward_scaler, batch)
 
     def state_dict(self) -> dict[str, Any]:
         """The state after the last successful collect, in ``LocalCollector``'s layout."""

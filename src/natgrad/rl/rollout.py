@@ -179,6 +179,20 @@ def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
     return RolloutBatch(**out)
 
 
+def update_stats(
+    obs_normalizer: ObsNormalizer | None, reward_scaler: RewardScaler | None, batch: RolloutBatch
+) -> None:
+    """Fold a whole batch into the normalisation statistics (each is skipped when None)."""
+    if obs_normalizer is not None:
+        if batch.raw_obs is None:
+            raise ValueError("batch has no raw_obs; collect it with normalize_obs=True")
+        obs_normalizer.update(batch.raw_obs)
+    if reward_scaler is not None:
+        if batch.discounted_returns is None:
+            raise ValueError("batch has no discounted_returns; use normalize_reward=True")
+        reward_scaler.update(batch.discounted_returns)
+
+
 @runtime_checkable
 class Collector(Protocol):
     """What the learner needs from a rollout backend (local, subprocess, Ray, ...)."""
@@ -411,14 +425,7 @@ class LocalCollector:
 
     def update_stats(self, batch: RolloutBatch) -> None:
         """Update the normalisation statistics from ``batch`` (no-op when both are off)."""
-        if self.obs_normalizer is not None:
-            if batch.raw_obs is None:
-                raise ValueError("batch has no raw_obs; collect it with normalize_obs=True")
-            self.obs_normalizer.update(batch.raw_obs)
-        if self.reward_scaler is not None:
-            if batch.discounted_returns is None:
-                raise ValueError("batch has no discounted_returns; use normalize_reward=True")
-            self.reward_scaler.update(batch.discounted_returns)
+        update_stats(self.obs_normalizer, self.reward_scaler, batch)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-value state: env states (one blob per env), current raw observations,
