@@ -29,10 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a TRPO or NPG agent on a Gymnasium env",
         description="Train a policy: live progress, CSV and TensorBoard logs, a learning-curve "
         "plot, a checkpoint and a deterministic evaluation, all in --run-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("env", nargs="?", default=None, help=f"Gymnasium env id (default {DEFAULT_ENV})")
-    p.add_argument("--algo", choices=sorted(CONFIGS), default="trpo", help="algorithm")
+    p.add_argument("--algo", choices=sorted(CONFIGS), default="trpo", help="algorithm (trpo)")
     p.add_argument("--run-dir", type=Path, default=None, help="where the run is written "
                    "(default runs/<env>_<algo>_seed<seed>)")  # fmt: skip
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -43,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     docs = TRPOConfig.field_docs()
-    group = p.add_argument_group("config fields (override the preset)")
+    defaults = {f.name: f.default for f in fields(TRPOConfig) if f.default is not MISSING}
+    group = p.add_argument_group(
+        "config fields (each overrides the env's preset; [class default] shown)"
+    )
     names = set(_config_fields(CONFIGS["trpo"])) | set(_config_fields(CONFIGS["npg"]))
     for name in sorted(names):
         flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
-        group.add_argument(*flags, dest=f"cfg_{name}", default=None, metavar="V",
-                           help=docs.get(name, "").replace("%", "%%"))  # fmt: skip
+        text = f"{docs.get(name, '')} [{defaults.get(name)!r}]".replace("%", "%%")
+        group.add_argument(*flags, dest=f"cfg_{name}", default=None, metavar="V", help=text)
     p.set_defaults(func=run)
 
 

@@ -52,9 +52,10 @@ class AgentConfig:
     cg_damping: float = 0.1
     """Damping λ of the Fisher in CG: (F + λI) x = g."""
     cg_rtol: float = 1e-10
-    """CG stops early once ‖r‖ ≤ cg_rtol·‖g‖ ..."""
+    """CG stops early once its residual ‖r‖ ≤ cg_rtol·‖g‖ (or cg_atol is reached)."""
     cg_atol: float = 1e-5
-    """... or once ‖r‖ ≤ cg_atol (1e-5 is sb3-contrib's residual_tol = 1e-10 on ‖r‖²)."""
+    """CG stops early once its residual ‖r‖ ≤ cg_atol; 1e-5 matches sb3-contrib's
+    residual_tol = 1e-10 on ‖r‖²."""
     fisher: str = "ggn"
     """The metric of the step: "ggn" (exact Fisher products Jᵀ F_out J, linearised once),
     "kl_hessian" (exact, by double backprop: the reference) or "kfac" (K-FAC's
