@@ -1,6 +1,6 @@
 """TRPO from Python: train, watch the KL and the line search, evaluate, save and reload.
 
-    python examples/trpo_api.py            # Pendulum-v1 preset, 100k steps (~1 min)
+python examples/trpo_api.py            # Pendulum-v1 preset, 100k steps (~1 min)
 """
 
 from __future__ import annotations
