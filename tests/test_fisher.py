@@ -232,3 +232,45 @@ def test_outputs_that_do_not_depend_on_params(float64):
         KLHessianFisher(fn, params, x).mv(v),
     ):
         assert torch.allclose(shared, other, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@given(
+    hidden=st.lists(st.integers(1, 6), min_size=0, max_size=2),
+    batch=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+def test_mlp_fisher_equals_ggn(family, activation, hidden, batch, seed, float64):
+    """The hand-linearised MLP product is the GGN product, for every output family."""
+    from natgrad.distributions import Bernoulli, Categorical, MultiCategorical
+    from natgrad.fisher import MLPFisher, supports_mlp_fisher
+    from natgrad.rl.policies import mlp
+
+    torch.manual_seed(seed)
+    width = {"multicategorical": 5}.get(family, 3)
+    net = mlp(4, hidden, width, activation=activation)
+    assert supports_mlp_fisher(net)
+    log_std = nn.Parameter(0.3 * torch.randn(width)) if family == "gaussian" else None
+    make = {
+        "gaussian": lambda out: DiagGaussian(out, log_std),
+        "categorical": Categorical,
+        "bernoulli": Bernoulli,
+        "multicategorical": lambda out: MultiCategorical(out, [2, 3]),
+    }[family]
+    params = list(net.parameters()) + ([log_std] if log_std is not None else [])
+    x = torch.randn(batch, 4)
+    v = torch.randn(numel(params))
+    manual = MLPFisher(net, x, make, log_std=log_std, damping=0.1).mv(v)
+    auto = GGNFisher.from_distribution(make(net(x)), params, damping=0.1).mv(v)
+    assert torch.allclose(manual, auto, atol=1e-10, rtol=1e-8)
+
+
+def test_mlp_fisher_rejects_other_modules():
+    from natgrad.fisher import MLPFisher, supports_mlp_fisher
+
+    odd = nn.Sequential(nn.Linear(2, 2), nn.ELU(), nn.Linear(2, 2))
+    assert not supports_mlp_fisher(odd)
+    assert not supports_mlp_fisher(nn.Sequential(nn.Linear(2, 2, bias=False)))
+    with pytest.raises(ValueError, match="use GGNFisher"):
+        MLPFisher(odd, torch.zeros(1, 2), lambda out: None)

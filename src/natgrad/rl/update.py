@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions import Distribution
-from natgrad.fisher import GGNFisher, KLHessianFisher, subsample_batch
+from natgrad.fisher import (
+    FisherOperator,
+    GGNFisher,
+    KLHessianFisher,
+    MLPFisher,
+    subsample_batch,
+    supports_mlp_fisher,
+)
 from natgrad.linalg import (
     NaturalDirection,
     StepInfo,
@@ -177,12 +184,25 @@ def make_kfac(policy: ActorCritic, cfg: AgentConfig) -> KFAC | None:
 
 def _fisher(
     policy: ActorCritic, dist: Distribution, obs: Tensor, cfg: AgentConfig, gen: torch.Generator
-) -> GGNFisher | KLHessianFisher:
+) -> FisherOperator:
+    """The damped Fisher of the policy at θ_old, on the batch or a subsample of it.
+
+    ``"ggn"`` on a plain MLP actor uses :class:`MLPFisher` (hand-linearised); other
+    actors share the surrogate's forward pass through ``from_distribution``.
+    """
     params = policy.policy_parameters()
+    sub = obs if cfg.fisher_subsample >= 1.0 else subsample_batch(obs, cfg.fisher_subsample, gen)
+    if cfg.fisher == "ggn" and supports_mlp_fisher(policy.actor):
+        return MLPFisher(
+            policy.actor,  # type: ignore[arg-type]
+            sub,
+            policy.distribution_from_output,
+            log_std=policy.log_std,
+            damping=cfg.cg_damping,
+        )
     cls = KLHessianFisher if cfg.fisher == "kl_hessian" else GGNFisher
-    if cfg.fisher_subsample >= 1.0:
+    if sub is obs:
         return cls.from_distribution(dist, params, damping=cfg.cg_damping)
-    sub = subsample_batch(obs, cfg.fisher_subsample, gen)
     return cls.from_distribution(policy.distribution(sub), params, damping=cfg.cg_damping)
 
 
