@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"natgrad.cli.{name}")
-        except ModuleNotFoundError as exc:  # a subcommand not built yet
-            if exc.name != f"natgrad.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"natgrad.cli.{name}").register(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from natgrad.rl.rollout import RolloutBatch
+    from natgrad.rl.batch import RolloutBatch
 
 __all__ = ["compute_next_values", "gae"]
 
