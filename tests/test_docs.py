@@ -33,6 +33,7 @@ DOCTEST_MODULES = [
     "natgrad.linalg.cg",
     "natgrad.params",
     "natgrad.fisher.api",
+    "natgrad.utils.checkpoint",
     "natgrad.fisher.base",
     "natgrad.fisher.ggn",
     "natgrad.demo",

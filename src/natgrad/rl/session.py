@@ -28,7 +28,7 @@ import numpy as np
 
 from natgrad.rl.agent import AGENTS, Agent
 from natgrad.rl.config import AgentConfig
-from natgrad.utils.checkpoint import load_checkpoint, save_atomic
+from natgrad.utils.checkpoint import atomic_write, load_checkpoint
 from natgrad.utils.logger import RunLogger
 from natgrad.utils.plotting import plot_learning_curves
 from natgrad.utils.progress import ProgressBar
@@ -91,9 +91,7 @@ def start(cfg: AgentConfig, run_dir: Path, *, preset_source: str = "") -> tuple[
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"algo": cfg.algo, "env_id": cfg.env_id, "preset_source": preset_source,  # type: ignore[attr-defined]
                "config": cfg.to_dict()}  # fmt: skip
-    tmp = run_dir / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(run_dir / CONFIG)
+    save_atomic_json(payload, run_dir / CONFIG)
     return agent, RunLogger(run_dir, tensorboard=cfg.tensorboard)
 
 
@@ -190,9 +188,7 @@ def train(
 
 
 def save_atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
 
 
-__all__ = ["RunResult", "default_run_dir", "resume", "save_atomic", "start", "train"]
+__all__ = ["RunResult", "default_run_dir", "resume", "start", "train"]

@@ -2,6 +2,7 @@
 
 from natgrad.utils.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    atomic_write,
     load_checkpoint,
     save_atomic,
     save_checkpoint,
@@ -16,6 +17,7 @@ __all__ = [
     "ProgressBar",
     "RunLogger",
     "SummaryWriter",
+    "atomic_write",
     "crc32c",
     "interpolate_mean_std",
     "load_checkpoint",

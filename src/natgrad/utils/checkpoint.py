@@ -19,7 +19,7 @@ import contextlib
 import operator
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,30 @@ def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
+    return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Any], None], *, binary: bool = False
+) -> Path:
+    """Write a file so that ``path`` holds either its old or its complete new content.
+
+    ``write(f)`` fills a temporary file in the same directory, which is flushed,
+    fsynced and renamed over ``path``; on any error the temporary file is removed
+    and ``path`` is untouched.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(p, lambda f: f.write("hi")).read_text()
+    'hi'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        f: Any = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8")
+        with f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

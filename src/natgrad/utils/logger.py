@@ -19,11 +19,9 @@ run is resumed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from natgrad.utils.checkpoint import atomic_write
 from natgrad.utils.tbwriter import SummaryWriter
 
 __all__ = ["PROGRESS_FILE", "RunLogger", "read_progress"]
@@ -74,19 +73,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    def write(f: Any) -> None:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 class RunLogger:
