@@ -44,3 +44,10 @@ def test_vs_sb3_bench_runs_in_quick_mode():
     for key in ("speedup_steps_per_s", "update_time_ratio", "fraction_of_raw_rate"):
         assert res[key] > 0
     assert res["sb3"]["update_s"] > 0 and res["natgrad_sync"]["update_s"] > 0
+
+
+def test_learning_benches_run_in_a_tiny_setting(tmp_path):
+    res = load("learning").run(["CartPole-v1"], seeds=1, steps=256, out=str(tmp_path), jobs=1)
+    assert res[0]["env"] == "CartPole-v1" and 0 < res[0]["eval_mean"] <= 500
+    ref = load("sb3_learning").run_seed("Pendulum-v1", seed=0, steps=256)
+    assert -2000 < ref["eval_mean"] <= 0

@@ -1,0 +1,69 @@
+"""Reference learning runs of sb3-contrib's TRPO with rl-baselines3-zoo's settings, on this machine.
+
+The zoo's ``mujoco-defaults`` for TRPO (2 envs, n_steps 1024, batch 128, 25 CG steps,
+damping 0.1, 20 critic epochs, lr 1e-3, VecNormalize on observations and rewards),
+deterministic evaluation of 10 episodes with the normalisation frozen, one JSON line per
+seed and a summary line; the counterpart of ``bench/learning.py``.
+
+    python bench/sb3_learning.py --env Hopper-v5 --seeds 3 --steps 1000000
+
+Needs the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+
+import numpy as np
+
+ZOO_MUJOCO = dict(n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95,
+                  sub_sampling_factor=1, cg_max_steps=25, cg_damping=0.1,
+                  n_critic_updates=20, learning_rate=1e-3)  # fmt: skip
+
+
+def run_seed(env_id: str, seed: int, steps: int) -> dict:
+    import torch
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
+    env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed))
+    model = TRPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **ZOO_MUJOCO)
+    model.learn(steps)
+    eval_env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=10_000 + seed), training=False,
+                            norm_reward=False)  # fmt: skip
+    eval_env.obs_rms = env.obs_rms
+    returns = []
+    obs = eval_env.reset()
+    ret = 0.0
+    while len(returns) < 10:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, done, _ = eval_env.step(action)
+        ret += float(eval_env.get_original_reward()[0])
+        if done[0]:
+            returns.append(ret)
+            ret = 0.0
+    res = {"env": env_id, "seed": seed, "steps": steps, "eval_mean": float(np.mean(returns))}
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        results = pool.starmap(run_seed, [(args.env, s, args.steps) for s in range(args.seeds)])
+    means = [r["eval_mean"] for r in results]
+    print(json.dumps({"env": args.env, "seeds": args.seeds, "eval_per_seed": means,
+                      "eval_mean": float(np.mean(means)), "eval_std": float(np.std(means))}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
