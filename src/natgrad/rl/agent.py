@@ -162,18 +162,18 @@ class Agent:
         return stats
 
     def _fit_critic(self, batch: Batch) -> float:
-        cfg, kw = self.config, {}
-        kw = dict(epochs=cfg.n_critic_updates, batch_size=cfg.batch_size, generator=self.generator)
+        """Regress the critic on the λ-returns; returns the mean minibatch loss."""
+        cfg = self.config
+        epochs, size, gen = cfg.n_critic_updates, cfg.batch_size, self.generator
         if self.critic_trainer is not None:
-            return self.critic_trainer.fit(batch.obs, batch.returns, **kw)  # type: ignore[arg-type]
+            return self.critic_trainer.fit(
+                batch.obs, batch.returns, epochs=epochs, batch_size=size, generator=gen
+            )
         assert self.critic_optimizer is not None  # one of the two is set in __init__
         return fit_critic_autograd(
-            self.policy.critic,
-            self.critic_optimizer,
-            batch.obs,
-            batch.returns,
-            **kw,  # type: ignore[arg-type]
-        )
+            self.policy.critic, self.critic_optimizer, batch.obs, batch.returns,
+            epochs=epochs, batch_size=size, generator=gen,
+        )  # fmt: skip
 
     def _critic_state(self) -> dict[str, Any]:
         opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
