@@ -1,7 +1,8 @@
 """Reference learning runs of sb3-contrib's TRPO with rl-baselines3-zoo's settings, on this machine.
 
 The zoo's ``mujoco-defaults`` for TRPO (2 envs, n_steps 1024, batch 128, 25 CG steps,
-damping 0.1, 20 critic epochs, lr 1e-3, VecNormalize on observations and rewards),
+damping 0.1, 20 critic epochs, lr 1e-3, VecNormalize on observations and rewards), or
+for ``CartPole-v1`` its tuned CartPole entry;
 deterministic evaluation of 10 episodes with the normalisation frozen, one JSON line per
 seed and a summary line; the counterpart of ``bench/learning.py``.
 
@@ -21,6 +22,9 @@ import numpy as np
 ZOO_MUJOCO = dict(n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95,
                   sub_sampling_factor=1, cg_max_steps=25, cg_damping=0.1,
                   n_critic_updates=20, learning_rate=1e-3)  # fmt: skip
+# rl-baselines3-zoo hyperparams/trpo.yml, CartPole-v1 (tuned); no normalisation.
+ZOO_CARTPOLE = dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
+                    learning_rate=1e-3, n_critic_updates=20)  # fmt: skip
 
 
 def run_seed(env_id: str, seed: int, steps: int) -> dict:
@@ -30,19 +34,23 @@ def run_seed(env_id: str, seed: int, steps: int) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
-    env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed))
-    model = TRPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **ZOO_MUJOCO)
+    normalize = env_id != "CartPole-v1"
+    env = make_vec_env(env_id, n_envs=2, seed=seed)
+    env = VecNormalize(env) if normalize else env
+    settings = ZOO_MUJOCO if normalize else ZOO_CARTPOLE
+    model = TRPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **settings)
     model.learn(steps)
-    eval_env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=10_000 + seed), training=False,
-                            norm_reward=False)  # fmt: skip
-    eval_env.obs_rms = env.obs_rms
+    eval_env = make_vec_env(env_id, n_envs=1, seed=10_000 + seed)
+    if normalize:
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        eval_env.obs_rms = env.obs_rms
     returns = []
     obs = eval_env.reset()
     ret = 0.0
     while len(returns) < 10:
         action, _ = model.predict(obs, deterministic=True)
         obs, reward, done, _ = eval_env.step(action)
-        ret += float(eval_env.get_original_reward()[0])
+        ret += float(eval_env.get_original_reward()[0] if normalize else reward[0])
         if done[0]:
             returns.append(ret)
             ret = 0.0
