@@ -41,3 +41,15 @@ def make_model(family: str, n_in: int, hidden: int, n_out: int, seed: int):
         return make(f(ps, x))
 
     return fn, net_params
+
+
+def load_script(path, name: str):
+    """Import a script (a bench or an example) by path, so tests can call its functions."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,16 @@
 """The benchmarks are imported and run in quick mode so that they cannot rot."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py", f"bench_{name}")
 
 
 def test_fvp_bench_runs_and_reports_ratios():

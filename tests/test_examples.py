@@ -1,18 +1,14 @@
 """The examples run (in small settings), so that they cannot rot."""
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from helpers import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 def test_trpo_api_example(capsys):
