@@ -20,7 +20,9 @@ import torch
 
 from natgrad.rl.config import TRPOConfig
 from natgrad.rl.ray_testing import InjectedEnvFactory
-from natgrad.rl.rollout import LocalCollector, RolloutBatch
+from natgrad.rl.rollout import LocalCollector
+
+from .test_rollout import assert_batches_equal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,15 +40,6 @@ def ray_cluster():
     start_ray()
     yield start_ray
     ray.shutdown()
-
-
-def assert_batches_equal(a: RolloutBatch, b: RolloutBatch):
-    for name in RolloutBatch.__dataclass_fields__:
-        x, y = getattr(a, name), getattr(b, name)
-        if name == "episodes" or x is None:
-            assert x == y, name
-        else:
-            assert x.dtype == y.dtype and np.array_equal(x, y), name
 
 
 def sampler_for(collector, seed=0):
