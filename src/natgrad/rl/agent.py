@@ -12,6 +12,7 @@ resumed from a checkpoint continues bit for bit.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from torch import nn
 
 from natgrad.rl.config import AgentConfig, NPGConfig, TRPOConfig
 from natgrad.rl.critic import MLPCriticTrainer, fit_critic_autograd, supports_fast_path
+from natgrad.rl.critic_worker import CriticWorker, PendingFit
 from natgrad.rl.envs import check_env_id
 from natgrad.rl.evaluate import Actor, evaluate
 from natgrad.rl.gae import compute_next_values, gae
@@ -98,8 +100,11 @@ class Agent:
             )  # fmt: skip
         self.critic_trainer: MLPCriticTrainer | None = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
+        self.critic_worker: CriticWorker | None = None
         if supports_fast_path(self.policy.critic):
             self.critic_trainer = MLPCriticTrainer(self.policy.critic, lr=cfg.critic_lr)  # type: ignore[arg-type]
+            if cfg.critic_worker and (os.cpu_count() or 1) >= 2:
+                self.critic_worker = CriticWorker(self.critic_trainer)
         else:
             self.critic_optimizer = torch.optim.Adam(
                 self.policy.critic_parameters(), lr=cfg.critic_lr, foreach=True
@@ -139,8 +144,14 @@ class Agent:
             raise RolloutError(f"iteration {self.iteration + 1}: {exc}") from None
         t1 = time.perf_counter()
         batch = self._make_batch(rollout)
-        info, stats = policy_step(self.policy, batch, cfg, self.generator, self.kfac)
-        stats["value_loss"] = self._fit_critic(batch)
+        # The critic's regression and the policy step depend only on the batch: with a
+        # helper process they run at the same time (critic_worker.py).
+        critic_fit = self._fit_critic(batch)
+        try:
+            info, stats = policy_step(self.policy, batch, cfg, self.generator, self.kfac)
+        finally:
+            value_loss = critic_fit.result()
+        stats["value_loss"] = value_loss
         t2 = time.perf_counter()
         self.iteration += 1
         self.env_steps += rollout.n_steps * rollout.n_envs
@@ -161,19 +172,26 @@ class Agent:
         )
         return stats
 
-    def _fit_critic(self, batch: Batch) -> float:
-        """Regress the critic on the λ-returns; returns the mean minibatch loss."""
+    def _fit_critic(self, batch: Batch) -> PendingFit:
+        """Start regressing the critic on the λ-returns (in the helper process when there
+        is one); the result's ``result()`` is the mean minibatch loss."""
         cfg = self.config
         epochs, size, gen = cfg.n_critic_updates, cfg.batch_size, self.generator
-        if self.critic_trainer is not None:
-            return self.critic_trainer.fit(
+        if self.critic_worker is not None:
+            return self.critic_worker.fit_async(
                 batch.obs, batch.returns, epochs=epochs, batch_size=size, generator=gen
             )
+        if self.critic_trainer is not None:
+            loss = self.critic_trainer.fit(
+                batch.obs, batch.returns, epochs=epochs, batch_size=size, generator=gen
+            )
+            return PendingFit(None, loss, 0)
         assert self.critic_optimizer is not None  # one of the two is set in __init__
-        return fit_critic_autograd(
+        loss = fit_critic_autograd(
             self.policy.critic, self.critic_optimizer, batch.obs, batch.returns,
             epochs=epochs, batch_size=size, generator=gen,
         )  # fmt: skip
+        return PendingFit(None, loss, 0)
 
     def _critic_state(self) -> dict[str, Any]:
         opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
@@ -303,6 +321,8 @@ class Agent:
         return agent
 
     def close(self) -> None:
+        if self.critic_worker is not None:
+            self.critic_worker.close()
         self.collector.close()
 
     def __enter__(self) -> Agent:

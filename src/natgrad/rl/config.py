@@ -86,6 +86,9 @@ class AgentConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     threads: int = 1
     """torch threads for the update (1 is fastest for small MLPs)."""
+    critic_worker: bool = True
+    """Fit the (default MLP) critic in a helper process while the policy step runs, on a
+    second CPU core; the results are bit-identical either way (off on one-core machines)."""
     checkpoint_every: int = 10
     """Write a checkpoint every this many iterations (and always at the end)."""
     eval_episodes: int = 10

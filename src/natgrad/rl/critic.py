@@ -89,62 +89,42 @@ def supports_fast_path(critic: nn.Module) -> bool:
     return isinstance(last, nn.Linear) and last.out_features == 1
 
 
-class MLPCriticTrainer:
-    """Adam on an MLP critic with a hand-written backward pass and flat parameters.
+class NumpyAdamMLP:
+    """The numpy core of :class:`MLPCriticTrainer`: forward, hand-written backward, Adam.
 
-    On construction the critic's parameters are moved into one flat buffer
-    (the module's ``weight``/``bias`` become views of it), so the module stays
-    the single source of truth for values, ``state_dict`` and checkpoints.
+    It works on numpy views of three flat float32 buffers (parameters, Adam's two
+    moments), so it can run in this process or in a helper process that maps the
+    same (shared) memory; both compute the same bits.
 
     Args:
-        critic: A module for which :func:`supports_fast_path` is true.
-        lr, betas, eps: Adam's hyperparameters (``torch.optim.Adam``'s defaults).
+        flat, exp_avg, exp_avg_sq: The flat buffers (numpy views).
+        specs: One ``(w_start, out, in, b_start, act)`` per ``Linear`` layer, ``act``
+            being ``"tanh"``, ``"relu"`` or ``None`` (after the last layer).
+        lr, betas, eps: Adam's hyperparameters.
     """
 
     def __init__(
         self,
-        critic: nn.Sequential,
+        flat: np.ndarray,
+        exp_avg: np.ndarray,
+        exp_avg_sq: np.ndarray,
+        specs: list[tuple[int, int, int, int, str | None]],
         lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        betas: tuple[float, float],
+        eps: float,
     ) -> None:
-        if not supports_fast_path(critic):
-            raise ValueError("critic is not a plain MLP; use fit_critic_autograd")
         self.lr, self.betas, self.eps = lr, betas, eps
-        params = list(critic.parameters())
-        self.flat = torch.cat([p.detach().reshape(-1) for p in params])
-        self.grad = torch.zeros_like(self.flat)
-        views, grads, start = [], [], 0
-        for p in params:
-            n = p.numel()
-            p.data = self.flat[start : start + n].view_as(p)
-            views.append(p.data)
-            grads.append(self.grad[start : start + n].view_as(p))
-            start += n
-        self.layers: list[tuple[Any, Any, Any, Any, str | None]] = []
-        k = 0
-        for m in critic:
-            if isinstance(m, nn.Linear):
-                self.layers.append((views[k], views[k + 1], grads[k], grads[k + 1], None))
-                k += 2
-            else:
-                w, b, gw, gb, _ = self.layers[-1]
-                self.layers[-1] = (w, b, gw, gb, "tanh" if isinstance(m, nn.Tanh) else "relu")
-        self.exp_avg = torch.zeros_like(self.flat)
-        self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.steps = 0
-        # numpy views of the same memory: the loop below runs in numpy, whose per-call
-        # overhead is a fraction of torch's at these sizes.
-        self._p, self._g = self.flat.numpy(), self.grad.numpy()
-        self._m, self._v = self.exp_avg.numpy(), self.exp_avg_sq.numpy()
-        self._tmp = np.empty_like(self._p)
-        self.layers = [
-            (w.numpy(), b.numpy(), gw.numpy(), gb.numpy(), act)
-            for w, b, gw, gb, act in self.layers  # type: ignore[misc]
-        ]
+        self._p, self._m, self._v = flat, exp_avg, exp_avg_sq
+        self._g = np.zeros_like(flat)
+        self._tmp = np.empty_like(flat)
+        self.layers = []
+        for ws, out, inp, bs, act in specs:
+            w = flat[ws : ws + out * inp].reshape(out, inp)
+            gw = self._g[ws : ws + out * inp].reshape(out, inp)
+            self.layers.append((w, flat[bs : bs + out], gw, self._g[bs : bs + out], act))
 
     def _loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Forward, MSE and its gradient into ``self.grad``; returns the loss."""
+        """Forward, MSE and its gradient into the gradient buffer; returns the loss."""
         acts = [x]
         h = x
         for w, b, _, _, act in self.layers:
@@ -173,10 +153,9 @@ class MLPCriticTrainer:
                 d *= inp > 0
         return loss
 
-    def _adam(self) -> None:
-        """``torch.optim.Adam``'s update (no weight decay, no amsgrad), on the flat vector."""
+    def _adam(self, step: int) -> None:
+        """``torch.optim.Adam``'s update (no weight decay, no amsgrad), Adam step ``step``."""
         beta1, beta2 = self.betas
-        self.steps += 1
         g, m, v, tmp = self._g, self._m, self._v, self._tmp
         m *= beta1
         m += (1 - beta1) * g
@@ -184,14 +163,102 @@ class MLPCriticTrainer:
         np.multiply(g, g, out=tmp)
         tmp *= 1 - beta2
         v += tmp
-        bias1 = 1 - beta1**self.steps
-        bias2_sqrt = math.sqrt(1 - beta2**self.steps)
+        bias1 = 1 - beta1**step
+        bias2_sqrt = math.sqrt(1 - beta2**step)
         np.sqrt(v, out=tmp)
         tmp /= bias2_sqrt
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= -self.lr / bias1
         self._p += tmp
+
+    def fit(self, x: np.ndarray, y: np.ndarray, order: np.ndarray, sizes: list[int],
+            steps: int) -> float:  # fmt: skip
+        """Adam over the minibatches ``order`` split by ``sizes``, starting after ``steps``
+        Adam steps; returns the mean minibatch loss."""
+        x_all, y_all = x[order], y[order].astype(x.dtype, copy=False)
+        total, start = 0.0, 0
+        with _single_threaded_blas():
+            for k, size in enumerate(sizes):
+                stop = start + size
+                total += self._loss_and_grad(x_all[start:stop], y_all[start:stop])
+                self._adam(steps + k + 1)
+                start = stop
+        return total / max(len(sizes), 1)
+
+
+class MLPCriticTrainer:
+    """Adam on an MLP critic with a hand-written backward pass and flat parameters.
+
+    On construction the critic's parameters are moved into one flat buffer
+    (the module's ``weight``/``bias`` become views of it), so the module stays
+    the single source of truth for values, ``state_dict`` and checkpoints.
+    :meth:`share_memory` moves the buffers into shared memory, for
+    :class:`~natgrad.rl.critic_worker.CriticWorker`.
+
+    Args:
+        critic: A module for which :func:`supports_fast_path` is true.
+        lr, betas, eps: Adam's hyperparameters (``torch.optim.Adam``'s defaults).
+    """
+
+    def __init__(
+        self,
+        critic: nn.Sequential,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        if not supports_fast_path(critic):
+            raise ValueError("critic is not a plain MLP; use fit_critic_autograd")
+        self.lr, self.betas, self.eps = lr, betas, eps
+        params = list(critic.parameters())
+        self.flat = torch.cat([p.detach().reshape(-1) for p in params])
+        self.specs: list[tuple[int, int, int, int, str | None]] = []
+        start = 0
+        for m in critic:
+            if isinstance(m, nn.Linear):
+                out, inp = m.weight.shape
+                self.specs.append((start, out, inp, start + out * inp, None))
+                start += out * inp + out
+            else:
+                ws, out, inp, bs, _ = self.specs[-1]
+                self.specs[-1] = (ws, out, inp, bs, "tanh" if isinstance(m, nn.Tanh) else "relu")
+        self._params = params
+        self._bind(self.flat)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.steps = 0
+        self._make_core()
+
+    def _bind(self, flat: Tensor) -> None:
+        """Make the module's parameters views of ``flat``."""
+        start = 0
+        for p in self._params:
+            n = p.numel()
+            p.data = flat[start : start + n].view_as(p)
+            start += n
+
+    def _make_core(self) -> None:
+        # numpy views of the same memory: the loop runs in numpy, whose per-call overhead
+        # is a fraction of torch's at these sizes.
+        self.core = NumpyAdamMLP(
+            self.flat.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy(), self.specs,
+            self.lr, self.betas, self.eps,
+        )  # fmt: skip
+
+    def share_memory(self) -> None:
+        """Move the parameters and Adam's moments into shared memory (values unchanged)."""
+        for t in (self.flat, self.exp_avg, self.exp_avg_sq):
+            t.share_memory_()
+        self._bind(self.flat)
+        self._make_core()
+
+    def minibatch_order(
+        self, n: int, *, epochs: int, batch_size: int, generator: torch.Generator
+    ) -> tuple[np.ndarray, list[int]]:
+        """The concatenated minibatch indices of every epoch and the minibatch sizes."""
+        batches = _minibatches(n, batch_size, epochs, generator)
+        return torch.cat(batches).numpy(), [int(b.shape[0]) for b in batches]
 
     @torch.no_grad()
     def fit(
@@ -204,18 +271,12 @@ class MLPCriticTrainer:
         generator: torch.Generator,
     ) -> float:
         """``epochs`` passes of minibatch Adam; returns the mean minibatch loss."""
-        batches = _minibatches(obs.shape[0], batch_size, epochs, generator)
-        order = torch.cat(batches).numpy()
-        x_all = obs.numpy()[order]
-        y_all = returns.numpy()[order].astype(x_all.dtype, copy=False)
-        total, start = 0.0, 0
-        with _single_threaded_blas():
-            for idx in batches:
-                stop = start + idx.shape[0]
-                total += self._loss_and_grad(x_all[start:stop], y_all[start:stop])
-                self._adam()
-                start = stop
-        return total / max(len(batches), 1)
+        order, sizes = self.minibatch_order(
+            obs.shape[0], epochs=epochs, batch_size=batch_size, generator=generator
+        )
+        loss = self.core.fit(obs.numpy(), returns.numpy(), order, sizes, self.steps)
+        self.steps += len(sizes)
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         return {

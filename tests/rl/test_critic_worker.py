@@ -1,0 +1,122 @@
+"""The critic fitted in a helper process gives the same bits as in process."""
+
+import copy
+import os
+import signal
+
+import pytest
+import torch
+
+from natgrad.rl import TRPO, TRPOConfig
+from natgrad.rl.critic import MLPCriticTrainer
+from natgrad.rl.critic_worker import CriticWorker, fork_available
+from natgrad.rl.policies import mlp
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="the helper needs fork (Linux)")
+
+
+def _data(n=300, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(n, generator=g)
+
+
+def _flat(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def test_helper_fit_equals_in_process_fit_bitwise():
+    torch.manual_seed(0)
+    a = mlp(5, (16, 16), 1, activation="tanh")
+    b = copy.deepcopy(a)
+    local, remote = MLPCriticTrainer(a, lr=3e-3), MLPCriticTrainer(b, lr=3e-3)
+    worker = CriticWorker(remote)
+    worker.start()
+    assert worker.is_ready(wait=30)
+    try:
+        for k in range(3):
+            obs, ret = _data(seed=k)
+            ga, gb = torch.Generator().manual_seed(k), torch.Generator().manual_seed(k)
+            la = local.fit(obs, ret, epochs=2, batch_size=64, generator=ga)
+            pending = worker.fit_async(obs, ret, epochs=2, batch_size=64, generator=gb)
+            assert pending.result() == la
+            assert torch.equal(_flat(a), _flat(b))
+            assert torch.equal(local.exp_avg_sq, remote.exp_avg_sq)
+            assert local.steps == remote.steps == 10 * (k + 1)
+            assert torch.equal(ga.get_state(), gb.get_state())
+    finally:
+        worker.close()
+    assert worker._proc is None
+
+
+def test_a_second_fit_before_the_first_result_is_refused():
+    trainer = MLPCriticTrainer(mlp(5, (8,), 1, activation="tanh"), lr=1e-3)
+    worker = CriticWorker(trainer)
+    worker.start()
+    assert worker.is_ready(wait=30)
+    obs, ret = _data()
+    gen = torch.Generator().manual_seed(0)
+    pending = worker.fit_async(obs, ret, epochs=1, batch_size=64, generator=gen)
+    with pytest.raises(RuntimeError, match="already in progress"):
+        worker.fit_async(obs, ret, epochs=1, batch_size=64, generator=gen)
+    pending.result()
+    worker.close()
+
+
+def test_a_helper_that_dies_during_a_fit_is_a_clear_error():
+    trainer = MLPCriticTrainer(mlp(5, (8,), 1, activation="tanh"), lr=1e-3)
+    worker = CriticWorker(trainer, poll_interval=0.05)
+    worker.start()
+    assert worker.is_ready(wait=30)
+    obs, ret = _data(n=50_000)
+    gen = torch.Generator().manual_seed(0)
+    pending = worker.fit_async(obs, ret, epochs=20, batch_size=64, generator=gen)
+    os.kill(worker._proc.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="critic helper process died during a fit"):
+        pending.result()
+    worker.close()
+
+
+def test_a_helper_gone_between_fits_falls_back_to_this_process_with_a_warning():
+    torch.manual_seed(1)
+    a = mlp(5, (8,), 1, activation="tanh")
+    b = copy.deepcopy(a)
+    local, remote = MLPCriticTrainer(a, lr=1e-3), MLPCriticTrainer(b, lr=1e-3)
+    worker = CriticWorker(remote)
+    worker.start()
+    assert worker.is_ready(wait=30)
+    os.kill(worker._proc.pid, signal.SIGKILL)
+    worker._proc.join(timeout=5)
+    obs, ret = _data()
+    la = local.fit(obs, ret, epochs=2, batch_size=64, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="exited .* fitting the critic in this process"):
+        pending = worker.fit_async(obs, ret, epochs=2, batch_size=64,
+                                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert pending.result() == la
+    assert torch.equal(_flat(a), _flat(b))
+    worker.close()
+
+
+def _train(critic_worker: bool, iterations: int = 3):
+    cfg = TRPOConfig(env_id="Pendulum-v1", n_envs=2, n_steps=128, seed=3,
+                     total_steps=256 * iterations, normalize_obs=True, normalize_reward=True,
+                     critic_worker=critic_worker, tensorboard=False)  # fmt: skip
+    agent = TRPO(config=cfg)
+    if critic_worker:
+        agent.critic_worker.start()
+        assert agent.critic_worker.is_ready(wait=30)
+    metrics = []
+    agent.learn(callback=lambda ag, m: metrics.append(m))
+    used = critic_worker and agent.critic_worker._proc is not None
+    state = _flat(agent.policy), agent.critic_trainer.steps, agent.generator.get_state()
+    agent.close()
+    return state, [m["value_loss"] for m in metrics], used
+
+
+def test_agent_with_a_critic_helper_trains_bit_identically():
+    (params_a, steps_a, gen_a), loss_a, _ = _train(critic_worker=False)
+    (params_b, steps_b, gen_b), loss_b, used = _train(critic_worker=True)
+    assert used
+    assert torch.equal(params_a, params_b)
+    assert loss_a == loss_b
+    assert steps_a == steps_b
+    assert torch.equal(gen_a, gen_b)
