@@ -1,9 +1,11 @@
 """Benchmark: natgrad's TRPO against sb3-contrib's TRPO, alternately, in one session.
 
-Both run the same settings: 64×64 tanh actor and critic, 2,048 transitions per
-iteration (``n_steps = 2048 / n_envs`` per env), 15 CG steps, damping 0.1,
-max KL 0.01, 10 critic epochs of minibatch 128 with Adam 1e-3, GAE(0.99, 0.95),
-no normalisation, one torch thread.  For each env and env count it reports
+Both run the same settings: 64×64 tanh actor and critic, ``n_steps`` 2048 (sb3's
+meaning: steps per env per iteration, so 8 envs collect 16,384 transitions per
+iteration; ``--fixed-batch`` keeps 2,048 transitions per iteration instead, with
+``n_steps = 2048 / n_envs``), 15 CG steps, damping 0.1, max KL 0.01, 10 critic
+epochs of minibatch 128 with Adam 1e-3, GAE(0.99, 0.95), no normalisation, one
+torch thread.  For each env and env count it reports
 end-to-end steps/s (model construction excluded, the first iteration
 included), the update seconds per iteration (sb3's ``train()``, natgrad's
 ``update_seconds``), their ratios, the deterministic evaluation return after
@@ -11,6 +13,7 @@ the short run, and the raw env step rate (random actions, no learning).
 
     python bench/vs_sb3.py                          # CartPole, Pendulum, Hopper × 1 and 8 envs
     python bench/vs_sb3.py --envs Hopper-v5 --n-envs 1 --iterations 5 --repeats 3
+    python bench/vs_sb3.py --n-envs 8 --fixed-batch   # 2,048 transitions per iteration
 
 Needs the ``bench`` extra (stable-baselines3, sb3-contrib).  Prints one JSON
 line per setting and a summary line last.
@@ -52,9 +55,11 @@ def raw_env_rate(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
     return rate
 
 
-def run_natgrad(env_id: str, n_envs: int, iterations: int, vec: str, seed: int) -> dict[str, Any]:
-    cfg = TRPOConfig(env_id=env_id, n_envs=n_envs, n_steps=BATCH // n_envs, vec=vec, seed=seed,
-                     total_steps=BATCH * iterations, tensorboard=False, threads=1, **SHARED)  # fmt: skip
+def run_natgrad(env_id: str, n_envs: int, n_steps: int, iterations: int, vec: str,
+                seed: int) -> dict[str, Any]:  # fmt: skip
+    cfg = TRPOConfig(env_id=env_id, n_envs=n_envs, n_steps=n_steps, vec=vec, seed=seed,
+                     total_steps=n_steps * n_envs * iterations, tensorboard=False, threads=1,
+                     **SHARED)  # fmt: skip
     agent = TRPO(config=cfg)
     metrics: list[dict[str, float]] = []
     t = time.perf_counter()
@@ -70,13 +75,13 @@ def run_natgrad(env_id: str, n_envs: int, iterations: int, vec: str, seed: int) 
     }
 
 
-def run_sb3(env_id: str, n_envs: int, iterations: int, seed: int) -> dict[str, Any]:
+def run_sb3(env_id: str, n_envs: int, n_steps: int, iterations: int, seed: int) -> dict[str, Any]:
     from sb3_contrib import TRPO as SB3TRPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    model = SB3TRPO("MlpPolicy", env, n_steps=BATCH // n_envs, batch_size=128,
+    model = SB3TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=128,
                     n_critic_updates=10, cg_max_steps=15, cg_damping=0.1, target_kl=0.01,
                     gamma=0.99, gae_lambda=0.95, learning_rate=1e-3, seed=seed, device="cpu",
                     verbose=0)  # fmt: skip
@@ -90,7 +95,7 @@ def run_sb3(env_id: str, n_envs: int, iterations: int, seed: int) -> dict[str, A
 
     model.train = timed_train  # type: ignore[method-assign]
     t = time.perf_counter()
-    model.learn(BATCH * iterations)
+    model.learn(n_steps * n_envs * iterations)
     wall = time.perf_counter() - t
     eval_env = gym.make(env_id)
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=5, deterministic=True)
@@ -103,20 +108,23 @@ def run_sb3(env_id: str, n_envs: int, iterations: int, seed: int) -> dict[str, A
     }
 
 
-def compare(env_id: str, n_envs: int, iterations: int, repeats: int) -> dict[str, Any]:
+def compare(env_id: str, n_envs: int, iterations: int, repeats: int,
+            n_steps: int = BATCH) -> dict[str, Any]:  # fmt: skip
     """Alternate sb3 and natgrad ``repeats`` times; medians of each figure."""
     vecs = ["sync"] if n_envs == 1 else ["sync", "async"]
     runs: dict[str, list[dict[str, Any]]] = {"sb3": [], **{f"natgrad_{v}": [] for v in vecs}}
     for r in range(repeats):
-        runs["sb3"].append(run_sb3(env_id, n_envs, iterations, seed=r))
+        runs["sb3"].append(run_sb3(env_id, n_envs, n_steps, iterations, seed=r))
         for v in vecs:
-            runs[f"natgrad_{v}"].append(run_natgrad(env_id, n_envs, iterations, v, seed=r))
+            runs[f"natgrad_{v}"].append(run_natgrad(env_id, n_envs, n_steps, iterations, v, r))
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
     best = max((k for k in med if k.startswith("natgrad")), key=lambda k: med[k]["steps_per_s"])
     raw = raw_env_rate(env_id)
     return {
         "env": env_id,
         "n_envs": n_envs,
+        "n_steps": n_steps,
+        "batch": n_steps * n_envs,
         "iterations": iterations,
         "repeats": repeats,
         "raw_env_steps_per_s": raw,
@@ -129,7 +137,8 @@ def compare(env_id: str, n_envs: int, iterations: int, repeats: int) -> dict[str
 
 
 def run(quick: bool = False, envs: list[str] | None = None, n_envs: list[int] | None = None,
-        iterations: int | None = None, repeats: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        iterations: int | None = None, repeats: int | None = None,
+        fixed_batch: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """All comparisons; ``quick`` is a tiny CartPole-only smoke run (for tests)."""
     torch.set_num_threads(1)
     if quick:
@@ -138,8 +147,9 @@ def run(quick: bool = False, envs: list[str] | None = None, n_envs: list[int] | 
     results = []
     for env_id in envs:
         for n in n_envs or [1, 8]:
-            its = iterations or (5 if "Hopper" in env_id else 10)
-            res = compare(env_id, n, its, repeats or 2)
+            n_steps = BATCH // n if fixed_batch else BATCH
+            default_its = (5 if "Hopper" in env_id else 10) if n_steps * n <= BATCH else 3
+            res = compare(env_id, n, iterations or default_its, repeats or 2, n_steps)
             print(json.dumps(res), flush=True)
             results.append(res)
     return results
@@ -152,12 +162,18 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="iterations per run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--fixed-batch",
+        action="store_true",
+        help="2,048 transitions per iteration whatever n_envs (n_steps = 2048/n_envs)",
+    )
     args = parser.parse_args()
     results = run(args.quick, args.envs.split(","), [int(n) for n in args.n_envs.split(",")],
-                  args.iterations, args.repeats)  # fmt: skip
+                  args.iterations, args.repeats, args.fixed_batch)  # fmt: skip
     summary = [
         {k: (round(r[k], 3) if isinstance(r[k], float) else r[k])
-         for k in ("env", "n_envs", "speedup_steps_per_s", "update_time_ratio", "fraction_of_raw_rate")}
+         for k in ("env", "n_envs", "batch", "speedup_steps_per_s", "update_time_ratio",
+                  "fraction_of_raw_rate")}
         for r in results
     ]  # fmt: skip
     print(json.dumps({"summary": summary}))
