@@ -44,18 +44,23 @@ def _same(a, b):
         (TRPO, TRPOConfig, "Pendulum-v1", dict(fisher="kfac")),
     ],
 )
-def test_resume_is_bit_exact(tmp_path, cls, cfg_cls, env, extra):
-    """N iterations straight equal N/2, save, load, N/2: same parameters, same metrics."""
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_resume_is_bit_exact(tmp_path, cls, cfg_cls, env, extra, prefetch):
+    """N iterations straight equal N/2, save, load, N/2: same parameters, same metrics.
+
+    With ``prefetch`` the checkpoint is written while the next batch is pending.
+    """
     cfg = cfg_cls(**small(env, **extra))
     straight = cls(config=cfg)
-    m_straight = [straight.train_iteration() for _ in range(4)]
+    m_straight = [straight.train_iteration(prefetch=prefetch and i < 3) for i in range(4)]
 
     first = cls(config=cfg)
-    m_resumed = [first.train_iteration() for _ in range(2)]
+    m_resumed = [first.train_iteration(prefetch=prefetch) for _ in range(2)]
+    assert (first._pending is not None) == (prefetch and first.critic_worker is not None)
     path = first.save(tmp_path / "ckpt.pt")
     first.close()
     second = cls.load(path)
-    m_resumed += [second.train_iteration() for _ in range(2)]
+    m_resumed += [second.train_iteration(prefetch=prefetch and i < 1) for i in range(2)]
 
     for p, q in zip(straight.policy.state_dict().values(), second.policy.state_dict().values()):
         assert torch.equal(p, q)

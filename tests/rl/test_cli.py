@@ -147,11 +147,11 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     original = agent_module.Agent.train_iteration
     calls = {"n": 0}
 
-    def interrupted(self):
+    def interrupted(self, prefetch=False):
         calls["n"] += 1
         if calls["n"] == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
+        return original(self, prefetch=prefetch)
 
     monkeypatch.setattr(agent_module.Agent, "train_iteration", interrupted)
     run = tmp_path / "run"
@@ -160,4 +160,13 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     assert "checkpoint saved" in out and f"--resume {run}" in out
     from natgrad.utils.checkpoint import load_checkpoint
 
-    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 2
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["iteration"] == 2
+    # the batch collected ahead for iteration 3 is in the checkpoint, and a resumed run uses it
+    assert (state["pending_rollout"] is not None) == (os.cpu_count() >= 2)
+    from natgrad.rl import Agent
+
+    agent = Agent.load(run / "checkpoint.pt")
+    agent.train_iteration()
+    assert agent.iteration == 3 and agent._pending is None
+    agent.close()

@@ -114,6 +114,8 @@ class Agent:
         self.iteration = 0
         self.env_steps = 0
         self.recent_episodes: deque[tuple[float, int]] = deque(maxlen=100)
+        self._pending: tuple[RolloutBatch, float] | None = None  # a prefetched batch
+        self._prefetch_error: RolloutError | None = None
 
     # --- construction ---------------------------------------------------------------
     def _resolve_config(self, env: str | None, config: AgentConfig | None) -> AgentConfig:
@@ -134,25 +136,46 @@ class Agent:
         return config
 
     # --- one iteration --------------------------------------------------------------
-    def train_iteration(self) -> dict[str, float]:
-        """Collect one batch and update the policy and the critic; return the metrics."""
+    def train_iteration(self, prefetch: bool = False) -> dict[str, float]:
+        """Collect one batch and update the policy and the critic; return the metrics.
+
+        With ``prefetch`` (and a critic helper process), the *next* iteration's batch is
+        collected with the updated policy while the critic's regression finishes in
+        the helper; the next call starts from it.  Nothing the next iteration computes
+        depends on the order, so results are unchanged (the pending batch is part of
+        :meth:`state_dict`, so a resumed run stays bit-exact).
+        """
         cfg = self.config
         t0 = time.perf_counter()
-        try:
-            rollout = self.collector.collect(self.policy.sampler(), cfg.n_steps)
-        except FloatingPointError as exc:
-            raise RolloutError(f"iteration {self.iteration + 1}: {exc}") from None
+        if self._prefetch_error is not None:  # the batch collected ahead failed
+            raise self._prefetch_error
+        if self._pending is not None:
+            rollout, rollout_seconds = self._pending
+            self._pending = None
+        else:
+            rollout = self._collect(self.iteration + 1)
+            rollout_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         batch = self._make_batch(rollout)
         # The critic's regression and the policy step depend only on the batch: with a
         # helper process they run at the same time (critic_worker.py).
         critic_fit = self._fit_critic(batch)
+        prefetch_seconds = 0.0
         try:
             info, stats = policy_step(self.policy, batch, cfg, self.generator, self.kfac)
+            if prefetch and self.critic_worker is not None:
+                tp = time.perf_counter()
+                try:
+                    self._pending = (self._collect(self.iteration + 2), 0.0)
+                except RolloutError as exc:  # raised when that iteration starts
+                    self._prefetch_error = exc
+                prefetch_seconds = time.perf_counter() - tp
+                if self._pending is not None:
+                    self._pending = (self._pending[0], prefetch_seconds)
         finally:
             value_loss = critic_fit.result()
         stats["value_loss"] = value_loss
-        t2 = time.perf_counter()
+        update_seconds = time.perf_counter() - t1 - prefetch_seconds
         self.iteration += 1
         self.env_steps += rollout.n_steps * rollout.n_envs
         for ep in rollout.episodes:
@@ -166,11 +189,19 @@ class Agent:
             episode_length=float(np.mean(lens)) if lens else float("nan"),
             episodes=float(len(rollout.episodes)),
             explained_variance=explained_variance(batch.values, batch.returns),
-            rollout_seconds=t1 - t0,
-            update_seconds=t2 - t1,
-            steps_per_second=rollout.n_steps * rollout.n_envs / max(t2 - t0, 1e-9),
+            rollout_seconds=rollout_seconds,
+            update_seconds=update_seconds,
+            steps_per_second=rollout.n_steps
+            * rollout.n_envs
+            / max(rollout_seconds + update_seconds, 1e-9),
         )
         return stats
+
+    def _collect(self, iteration: int) -> RolloutBatch:
+        try:
+            return self.collector.collect(self.policy.sampler(), self.config.n_steps)
+        except FloatingPointError as exc:
+            raise RolloutError(f"iteration {iteration}: {exc}") from None
 
     def _fit_critic(self, batch: Batch) -> PendingFit:
         """Start regressing the critic on the λ-returns (in the helper process when there
@@ -226,7 +257,9 @@ class Agent:
         if target < 1:
             raise ValueError(f"total_steps={total_steps!r} must be >= 1")
         while self.env_steps < target:
-            metrics = self.train_iteration()
+            metrics = self.train_iteration(
+                prefetch=self.env_steps + self.config.batch_steps < target
+            )
             if callback is not None and callback(self, metrics) is False:
                 break
         return self
@@ -248,6 +281,11 @@ class Agent:
 
     # --- persistence ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        if self._prefetch_error is not None:
+            raise RolloutError(
+                f"cannot save: the next batch, collected ahead, failed ({self._prefetch_error}); "
+                "the envs are in an undefined state, so resume from an earlier checkpoint"
+            )
         return {
             "algo": self.config.algo,  # type: ignore[attr-defined]
             "env_id": self.config.env_id,
@@ -262,6 +300,7 @@ class Agent:
             "collector": self.collector.state_dict(),
             "recent_episodes": list(self.recent_episodes),
             "kfac": None if self.kfac is None else self.kfac.state_dict(),
+            "pending_rollout": self._pending,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,6 +316,7 @@ class Agent:
         self.recent_episodes = deque(
             [(float(r), int(n)) for r, n in state["recent_episodes"]], maxlen=100
         )
+        self._pending = state.get("pending_rollout")
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically (temp file, fsync, rename)."""

@@ -147,7 +147,11 @@ def train(
         with _StopFlag() as stop:
             while agent.env_steps < cfg.total_steps:
                 before = agent.env_steps
-                metrics = agent.train_iteration()
+                # Collect the next batch ahead (overlapping the critic's fit) except before
+                # a checkpoint, which then never holds a half-collected batch.
+                more = agent.env_steps + cfg.batch_steps < cfg.total_steps
+                saves = (agent.iteration + 1) % cfg.checkpoint_every == 0
+                metrics = agent.train_iteration(prefetch=more and not saves)
                 logger.log(agent.env_steps, metrics)
                 bar.update(
                     min(agent.env_steps, cfg.total_steps) - min(before, cfg.total_steps),
