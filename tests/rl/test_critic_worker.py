@@ -96,6 +96,17 @@ def test_a_helper_gone_between_fits_falls_back_to_this_process_with_a_warning():
     worker.close()
 
 
+def test_the_helper_exits_when_the_learner_goes_away():
+    worker = CriticWorker(MLPCriticTrainer(mlp(5, (8,), 1, activation="tanh"), lr=1e-3))
+    worker.start()
+    assert worker.is_ready(wait=30)
+    proc = worker._proc
+    worker._conn.close()  # what the learner's death does to the pipe
+    proc.join(timeout=10)
+    assert not proc.is_alive()
+    worker._proc = None
+
+
 def _train(critic_worker: bool, iterations: int = 3):
     cfg = TRPOConfig(env_id="Pendulum-v1", n_envs=2, n_steps=128, seed=3,
                      total_steps=256 * iterations, normalize_obs=True, normalize_reward=True,

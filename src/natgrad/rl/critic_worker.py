@@ -38,7 +38,7 @@ def fork_available() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-def _serve(conn: Any, core: NumpyAdamMLP) -> None:
+def _serve(conn: Any, parent_end: Any, core: NumpyAdamMLP) -> None:
     """Helper process: fit on request until told to stop (or the parent goes away).
 
     It only runs numpy (no torch ops), so the state torch's thread pools had at
@@ -47,6 +47,7 @@ def _serve(conn: Any, core: NumpyAdamMLP) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    parent_end.close()  # so that the parent's death reads as EOF here
     conn.send(("ready", None))
     while True:
         try:
@@ -104,7 +105,7 @@ class CriticWorker:
         self.trainer.share_memory()
         ctx = mp.get_context("fork")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, self.trainer.core), daemon=True)
+        proc = ctx.Process(target=_serve, args=(child, parent, self.trainer.core), daemon=True)
         try:
             proc.start()
         except Exception as exc:  # no subprocesses here: stay in process
