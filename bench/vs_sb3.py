@@ -39,20 +39,23 @@ SHARED = dict(batch_size=128, n_critic_updates=10, cg_iters=15, cg_damping=0.1, 
 BATCH = 2048
 
 
-def raw_env_rate(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
-    """Steps/s of one env stepped with pre-drawn random actions (the physical limit)."""
+def raw_env_rate(env_id: str, steps: int = 20_000, seed: int = 0, repeats: int = 5) -> float:
+    """Steps/s of one env stepped with pre-drawn random actions (the physical limit):
+    the median of ``repeats`` timings of ``steps`` steps."""
     env = gym.make(env_id)
     env.action_space.seed(seed)
     actions = [env.action_space.sample() for _ in range(1000)]
     env.reset(seed=seed)
-    t = time.perf_counter()
-    for i in range(steps):
-        _, _, term, trunc, _ = env.step(actions[i % 1000])
-        if term or trunc:
-            env.reset()
-    rate = steps / (time.perf_counter() - t)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(steps):
+            _, _, term, trunc, _ = env.step(actions[i % 1000])
+            if term or trunc:
+                env.reset()
+        rates.append(steps / (time.perf_counter() - t))
     env.close()
-    return rate
+    return statistics.median(rates)
 
 
 def run_natgrad(env_id: str, n_envs: int, n_steps: int, iterations: int, vec: str,
@@ -148,7 +151,7 @@ def run(quick: bool = False, envs: list[str] | None = None, n_envs: list[int] | 
     for env_id in envs:
         for n in n_envs or [1, 8]:
             n_steps = BATCH // n if fixed_batch else BATCH
-            default_its = (5 if "Hopper" in env_id else 10) if n_steps * n <= BATCH else 3
+            default_its = (5 if "Hopper" in env_id else 10) if n_steps * n <= BATCH else 6
             res = compare(env_id, n, iterations or default_its, repeats or 2, n_steps)
             print(json.dumps(res), flush=True)
             results.append(res)
