@@ -7,6 +7,11 @@ deterministic evaluation of 10 episodes with the normalisation frozen, one JSON 
 seed and a summary line; the counterpart of ``bench/learning.py``.
 
     python bench/sb3_learning.py --env Hopper-v5 --seeds 3 --steps 1000000
+    python bench/sb3_learning.py --env Hopper-v5 --set gamma=0.995   # natgrad's Hopper preset
+    python bench/sb3_learning.py --env CartPole-v1 --steps 100000 --set batch_size=128 --set target_kl=0.01
+
+``--set`` overrides a TRPO constructor argument; with observation/reward normalisation the
+reward scaling discounts with the run's ``gamma`` (as natgrad's does).
 
 Needs the ``bench`` extra.
 """
@@ -27,7 +32,7 @@ ZOO_CARTPOLE = dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.9
                     learning_rate=1e-3, n_critic_updates=20)  # fmt: skip
 
 
-def run_seed(env_id: str, seed: int, steps: int) -> dict:
+def run_seed(env_id: str, seed: int, steps: int, overrides: dict | None = None) -> dict:
     import torch
     from sb3_contrib import TRPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -35,9 +40,9 @@ def run_seed(env_id: str, seed: int, steps: int) -> dict:
 
     torch.set_num_threads(1)
     normalize = env_id != "CartPole-v1"
+    settings = {**(ZOO_MUJOCO if normalize else ZOO_CARTPOLE), **(overrides or {})}
     env = make_vec_env(env_id, n_envs=2, seed=seed)
-    env = VecNormalize(env) if normalize else env
-    settings = ZOO_MUJOCO if normalize else ZOO_CARTPOLE
+    env = VecNormalize(env, gamma=settings.get("gamma", 0.99)) if normalize else env
     model = TRPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **settings)
     model.learn(steps)
     eval_env = make_vec_env(env_id, n_envs=1, seed=10_000 + seed)
@@ -54,9 +59,15 @@ def run_seed(env_id: str, seed: int, steps: int) -> dict:
         if done[0]:
             returns.append(ret)
             ret = 0.0
-    res = {"env": env_id, "seed": seed, "steps": steps, "eval_mean": float(np.mean(returns))}
+    res = {"env": env_id, "seed": seed, "steps": steps, "overrides": overrides or {},
+           "eval_mean": float(np.mean(returns))}  # fmt: skip
     print(json.dumps(res), flush=True)
     return res
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
 def main() -> None:
@@ -65,9 +76,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="ARG=VALUE")
     args = parser.parse_args()
+    overrides = {k: _number(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    jobs = [(args.env, s, args.steps, overrides) for s in range(args.seeds)]
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        results = pool.starmap(run_seed, [(args.env, s, args.steps) for s in range(args.seeds)])
+        results = pool.starmap(run_seed, jobs)
     means = [r["eval_mean"] for r in results]
     print(json.dumps({"env": args.env, "seeds": args.seeds, "eval_per_seed": means,
                       "eval_mean": float(np.mean(means)), "eval_std": float(np.std(means))}))  # fmt: skip
