@@ -9,7 +9,7 @@ from natgrad.rl.presets import preset_for
 
 
 def test_cartpole_reaches_475_within_100k_steps():
-    """The CartPole-v1 preset (about 20 s here) solves the task within 100k steps."""
+    """The CartPole-v1 preset (about 10 s here) solves the task within 100k steps."""
     agent = TRPO("CartPole-v1")
     assert agent.config.total_steps == 100_000
     agent.learn()
