@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from natgrad.rl.critic import MLPCriticTrainer, NumpyAdamMLP
+from natgrad.rl.vec import stop_workers
 
 __all__ = ["CriticWorker", "PendingFit"]
 
@@ -140,16 +141,7 @@ class CriticWorker:
             return
         self._proc = self._conn = None
         self._ready = False
-        try:
-            if proc.is_alive():
-                conn.send(("close", None))
-        except (BrokenPipeError, OSError):
-            pass
-        proc.join(timeout=2.0)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=1.0)
-        conn.close()
+        stop_workers([(conn, proc)], timeout=2.0)
 
     def __del__(self) -> None:
         try:

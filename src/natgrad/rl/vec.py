@@ -139,6 +139,23 @@ class SyncVecEnv(VecEnv):
             env.close()
 
 
+def stop_workers(workers: Sequence[tuple[Any, Any]], timeout: float = 1.0) -> None:
+    """Ask each ``(connection, process)`` helper to close, then join it (terminating any
+    that does not exit within ``timeout`` seconds) and close the connection."""
+    for conn, proc in workers:
+        if proc.is_alive():
+            try:
+                conn.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+    for conn, proc in workers:
+        proc.join(timeout=timeout)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=1.0)
+        conn.close()
+
+
 def _worker(conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bool) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when to stop (it finishes
     # the iteration and saves a checkpoint), so the workers must not die on it.
@@ -322,18 +339,7 @@ class AsyncVecEnv(VecEnv):
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            if proc.is_alive():
-                try:
-                    conn.send(("close", None))
-                except (BrokenPipeError, OSError):
-                    pass
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            proc.join(timeout=1.0)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=1.0)
-            conn.close()
+        stop_workers(list(zip(self._conns, self._procs, strict=True)))
 
     def __del__(self) -> None:
         try:
