@@ -6,9 +6,12 @@ evaluation (10 deterministic episodes) and the mean and std over seeds, and
 draws the mean ± std learning curve of every env.
 
     python bench/learning.py --envs CartPole-v1,Pendulum-v1,InvertedPendulum-v5 --seeds 5
-    python bench/learning.py --envs Hopper-v5 --seeds 3 --steps 1000000   # hours, not minutes
+    python bench/learning.py --envs Hopper-v5 --seeds 3 --steps 1000000   # ~10 min here
+    python bench/learning.py --envs CartPole-v1 --seeds 10 --first-seed 10 \
+        --set batch_size=512 --set max_kl=0.02 --out bench/out/cartpole-zoo512   # a variant
 
-Seeds run two at a time (one torch thread each).
+Seeds run two at a time (one torch thread each). A finished run found under ``--out``
+is reused, so give each variant (``--set``) its own ``--out``.
 """
 
 from __future__ import annotations
@@ -48,13 +51,14 @@ def run_one(env_id: str, seed: int, steps: int | None, out: str, overrides: dict
 
 
 def run(envs: list[str], seeds: int, steps: int | None, out: str, jobs: int = 2,
-        overrides: dict[str, Any] | None = None) -> list[dict]:  # fmt: skip
+        overrides: dict[str, Any] | None = None, first_seed: int = 0) -> list[dict]:  # fmt: skip
     from natgrad.utils.plotting import plot_learning_curves
 
     results = []
     ctx = mp.get_context("spawn")
     for env_id in envs:
-        args = [(env_id, s, steps, out, overrides or {}) for s in range(seeds)]
+        seed_list = range(first_seed, first_seed + seeds)
+        args = [(env_id, s, steps, out, overrides or {}) for s in seed_list]
         if jobs > 1:
             with ctx.Pool(jobs) as pool:
                 per_seed = pool.starmap(run_one, args)
@@ -63,7 +67,8 @@ def run(envs: list[str], seeds: int, steps: int | None, out: str, jobs: int = 2,
         means = [r["eval_mean"] for r in per_seed]
         plot = Path(out) / f"{env_id}.png"
         plot_learning_curves([Path(r["run_dir"]) for r in per_seed], plot)
-        res = {"env": env_id, "seeds": seeds, "steps": steps, "eval_per_seed": means,
+        res = {"env": env_id, "seeds": list(seed_list), "steps": steps, "overrides": overrides or {},
+               "eval_per_seed": means,
                "eval_mean": float(np.mean(means)), "eval_std": float(np.std(means)),
                "plot": str(plot)}  # fmt: skip
         print(json.dumps(res), flush=True)
@@ -74,7 +79,8 @@ def run(envs: list[str], seeds: int, steps: int | None, out: str, jobs: int = 2,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", default="CartPole-v1,Pendulum-v1,InvertedPendulum-v5")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--out", default="bench/out/learning")
     parser.add_argument("--jobs", type=int, default=2)
@@ -83,7 +89,15 @@ def main() -> None:
     from natgrad.rl.config import TRPOConfig, parse_value
 
     overrides = {k: parse_value(TRPOConfig, k, v) for k, v in (s.split("=", 1) for s in args.set)}
-    run(args.envs.split(","), args.seeds, args.steps, args.out, args.jobs, overrides)
+    run(
+        args.envs.split(","),
+        args.seeds,
+        args.steps,
+        args.out,
+        args.jobs,
+        overrides,
+        args.first_seed,
+    )
 
 
 if __name__ == "__main__":
