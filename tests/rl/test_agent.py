@@ -146,6 +146,36 @@ def test_nan_from_env_names_the_iteration():
     agent.close()
 
 
+def test_nan_in_a_batch_collected_ahead_surfaces_when_its_iteration_starts(tmp_path):
+    agent = TRPO(config=TRPOConfig(**small(NAN_ENV, n_envs=1)))
+    agent.train_iteration()
+    path = agent.save(tmp_path / "good.pt")
+    for _ in range(3):  # the last one collects iteration 5's batch ahead, which hits the NaN
+        m = agent.train_iteration(prefetch=True)
+    assert m["iteration"] == 4 and agent.env_steps == 256
+    if agent.critic_worker is not None:  # (no prefetch without the helper)
+        assert agent._prefetch_error is not None
+        with pytest.raises(RolloutError, match="cannot save.*undefined state"):
+            agent.save(tmp_path / "bad.pt")
+        assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(RolloutError, match=r"iteration 5: env 0 returned a non-finite"):
+        agent.train_iteration()
+    agent.load_state_dict(TRPO.load(path).state_dict())  # a good state clears the error
+    assert agent.train_iteration()["iteration"] == 2
+    agent.close()
+
+
+def test_a_critic_sharing_layers_with_the_actor_gets_no_helper_process():
+    trunk = nn.Linear(4, 8)
+    actor = nn.Sequential(trunk, nn.Tanh(), nn.Linear(8, 2))
+    critic = nn.Sequential(trunk, nn.Tanh(), nn.Linear(8, 1))
+    agent = TRPO(config=TRPOConfig(**small()), actor=actor, critic=critic)
+    assert agent.critic_trainer is not None and agent.critic_worker is None
+    assert np.isfinite(agent.train_iteration(prefetch=True)["value_loss"])
+    assert agent._pending is None
+    agent.close()
+
+
 def test_bad_environment_inputs():
     with pytest.raises(ValueError, match="did you mean 'CartPole-v1'"):
         TRPO("CartPol-v1")

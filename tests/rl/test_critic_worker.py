@@ -76,6 +76,63 @@ def test_a_helper_that_dies_during_a_fit_is_a_clear_error():
     worker.close()
 
 
+def test_after_a_helper_died_mid_fit_the_worker_and_the_agent_refuse_to_go_on(tmp_path):
+    agent = TRPO(config=TRPOConfig(env_id="CartPole-v1", n_envs=1, n_steps=64,
+                                    tensorboard=False))  # fmt: skip
+    worker = agent.critic_worker
+    worker.poll_interval = 0.05
+    worker.start()
+    assert worker.is_ready(wait=30)
+    obs, ret = _data(n=50_000, d=4)
+    gen = torch.Generator().manual_seed(0)
+    pending = worker.fit_async(obs, ret, epochs=20, batch_size=64, generator=gen)
+    os.kill(worker._proc.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="died during a fit"):
+        pending.result()
+    with pytest.raises(RuntimeError, match="parameters are undefined"):
+        worker.fit_async(obs, ret, epochs=1, batch_size=64, generator=gen)
+    with pytest.raises(RuntimeError, match="cannot save.*parameters are undefined"):
+        agent.save(tmp_path / "a.pt")
+    assert not (tmp_path / "a.pt").exists()
+    agent.close()
+
+
+def test_ctrl_c_while_waiting_still_waits_for_the_fit(monkeypatch):
+    torch.manual_seed(2)
+    a = mlp(5, (16,), 1, activation="tanh")
+    b = copy.deepcopy(a)
+    local, remote = MLPCriticTrainer(a, lr=1e-3), MLPCriticTrainer(b, lr=1e-3)
+    worker = CriticWorker(remote, poll_interval=0.01)
+    worker.start()
+    assert worker.is_ready(wait=30)
+    obs, ret = _data(n=5_000)
+    local.fit(obs, ret, epochs=5, batch_size=64, generator=torch.Generator().manual_seed(0))
+    pending = worker.fit_async(obs, ret, epochs=5, batch_size=64,
+                               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    conn, calls = worker._conn, {"n": 0}
+
+    class Interrupting:
+        def poll(self, timeout):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+            return conn.poll(timeout)
+
+        def recv(self):
+            return conn.recv()
+
+    worker._conn = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        pending.result()
+    worker._conn = conn
+    assert torch.equal(_flat(a), _flat(b)) and local.steps == remote.steps  # fit completed
+    pending2 = worker.fit_async(obs, ret, epochs=1, batch_size=64,
+                                generator=torch.Generator().manual_seed(1))  # fmt: skip
+    la2 = local.fit(obs, ret, epochs=1, batch_size=64, generator=torch.Generator().manual_seed(1))
+    assert pending2.result() == la2 and torch.equal(_flat(a), _flat(b))
+    worker.close()
+
+
 def test_a_helper_gone_between_fits_falls_back_to_this_process_with_a_warning():
     torch.manual_seed(1)
     a = mlp(5, (8,), 1, activation="tanh")

@@ -12,6 +12,7 @@ resumed from a checkpoint continues bit for bit.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import deque
@@ -103,7 +104,9 @@ class Agent:
         self.critic_worker: CriticWorker | None = None
         if supports_fast_path(self.policy.critic):
             self.critic_trainer = MLPCriticTrainer(self.policy.critic, lr=cfg.critic_lr)  # type: ignore[arg-type]
-            if cfg.critic_worker and (os.cpu_count() or 1) >= 2:
+            actor_ids = {id(p) for p in self.policy.policy_parameters()}
+            shared = any(id(p) in actor_ids for p in self.policy.critic_parameters())
+            if cfg.critic_worker and (os.cpu_count() or 1) >= 2 and not shared:
                 self.critic_worker = CriticWorker(self.critic_trainer)
         else:
             self.critic_optimizer = torch.optim.Adam(
@@ -115,7 +118,7 @@ class Agent:
         self.env_steps = 0
         self.recent_episodes: deque[tuple[float, int]] = deque(maxlen=100)
         self._pending: tuple[RolloutBatch, float] | None = None  # a prefetched batch
-        self._prefetch_error: RolloutError | None = None
+        self._prefetch_error: Exception | None = None
 
     # --- construction ---------------------------------------------------------------
     def _resolve_config(self, env: str | None, config: AgentConfig | None) -> AgentConfig:
@@ -163,23 +166,16 @@ class Agent:
         prefetch_seconds = 0.0
         try:
             info, stats = policy_step(self.policy, batch, cfg, self.generator, self.kfac)
+            self.iteration += 1
+            self.env_steps += rollout.n_steps * rollout.n_envs
+            for ep in rollout.episodes:
+                self.recent_episodes.append((float(ep.ret), int(ep.length)))
             if prefetch and self.critic_worker is not None:
-                tp = time.perf_counter()
-                try:
-                    self._pending = (self._collect(self.iteration + 2), 0.0)
-                except RolloutError as exc:  # raised when that iteration starts
-                    self._prefetch_error = exc
-                prefetch_seconds = time.perf_counter() - tp
-                if self._pending is not None:
-                    self._pending = (self._pending[0], prefetch_seconds)
+                prefetch_seconds = self._prefetch()
         finally:
             value_loss = critic_fit.result()
         stats["value_loss"] = value_loss
         update_seconds = time.perf_counter() - t1 - prefetch_seconds
-        self.iteration += 1
-        self.env_steps += rollout.n_steps * rollout.n_envs
-        for ep in rollout.episodes:
-            self.recent_episodes.append((float(ep.ret), int(ep.length)))
         rets = [r for r, _ in self.recent_episodes]
         lens = [n for _, n in self.recent_episodes]
         stats.update(
@@ -197,6 +193,29 @@ class Agent:
         )
         return stats
 
+    def _prefetch(self) -> float:
+        """Collect the next iteration's batch now; returns the seconds it took.
+
+        An error is kept and raised when that iteration starts (the envs are then in an
+        undefined state, so :meth:`state_dict` refuses); an interrupt is kept the same
+        way and propagates at once.
+        """
+        t = time.perf_counter()
+        try:
+            self._pending = (self._collect(self.iteration + 1), 0.0)
+        except Exception as exc:
+            self._prefetch_error = exc
+        except BaseException as exc:
+            self._prefetch_error = RolloutError(
+                f"iteration {self.iteration + 1}: collecting its batch ahead was interrupted "
+                f"({type(exc).__name__})"
+            )
+            raise
+        seconds = time.perf_counter() - t
+        if self._pending is not None:
+            self._pending = (self._pending[0], seconds)
+        return seconds
+
     def _collect(self, iteration: int) -> RolloutBatch:
         try:
             return self.collector.collect(self.policy.sampler(), self.config.n_steps)
@@ -204,25 +223,29 @@ class Agent:
             raise RolloutError(f"iteration {iteration}: {exc}") from None
 
     def _fit_critic(self, batch: Batch) -> PendingFit:
-        """Start regressing the critic on the λ-returns (in the helper process when there
-        is one); the result's ``result()`` is the mean minibatch loss."""
+        """Start regressing the critic on the λ-returns; ``result()`` of the returned
+        object is the mean minibatch loss.  With a helper process the fit runs there
+        from now on; otherwise it runs when ``result()`` is called (after the policy
+        step), the minibatch order having been drawn now in either case."""
         cfg = self.config
         epochs, size, gen = cfg.n_critic_updates, cfg.batch_size, self.generator
+        obs, returns = batch.obs, batch.returns
         if self.critic_worker is not None:
             return self.critic_worker.fit_async(
-                batch.obs, batch.returns, epochs=epochs, batch_size=size, generator=gen
+                obs, returns, epochs=epochs, batch_size=size, generator=gen
             )
         if self.critic_trainer is not None:
-            loss = self.critic_trainer.fit(
-                batch.obs, batch.returns, epochs=epochs, batch_size=size, generator=gen
+            t = self.critic_trainer
+            order, sizes = t.minibatch_order(obs.shape[0], epochs=epochs, batch_size=size,
+                                             generator=gen)  # fmt: skip
+            return PendingFit(compute=functools.partial(t.run, obs, returns, order, sizes))
+        critic, opt = self.policy.critic, self.critic_optimizer
+        assert opt is not None  # one of the two is set in __init__
+        return PendingFit(
+            compute=lambda: fit_critic_autograd(
+                critic, opt, obs, returns, epochs=epochs, batch_size=size, generator=gen
             )
-            return PendingFit(None, loss, 0)
-        assert self.critic_optimizer is not None  # one of the two is set in __init__
-        loss = fit_critic_autograd(
-            self.policy.critic, self.critic_optimizer, batch.obs, batch.returns,
-            epochs=epochs, batch_size=size, generator=gen,
-        )  # fmt: skip
-        return PendingFit(None, loss, 0)
+        )
 
     def _critic_state(self) -> dict[str, Any]:
         opt = self.critic_trainer if self.critic_trainer is not None else self.critic_optimizer
@@ -281,6 +304,8 @@ class Agent:
 
     # --- persistence ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        if self.critic_worker is not None and self.critic_worker.poisoned is not None:
+            raise RuntimeError(f"cannot save: {self.critic_worker.poisoned}")
         if self._prefetch_error is not None:
             raise RolloutError(
                 f"cannot save: the next batch, collected ahead, failed ({self._prefetch_error}); "
@@ -316,7 +341,8 @@ class Agent:
         self.recent_episodes = deque(
             [(float(r), int(n)) for r, n in state["recent_episodes"]], maxlen=100
         )
-        self._pending = state.get("pending_rollout")
+        self._pending = state.get("pending_rollout")  # used as is, even if n_steps changed
+        self._prefetch_error = None
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically (temp file, fsync, rename)."""

@@ -274,6 +274,11 @@ class MLPCriticTrainer:
         order, sizes = self.minibatch_order(
             obs.shape[0], epochs=epochs, batch_size=batch_size, generator=generator
         )
+        return self.run(obs, returns, order, sizes)
+
+    @torch.no_grad()
+    def run(self, obs: Tensor, returns: Tensor, order: np.ndarray, sizes: list[int]) -> float:
+        """Adam over a drawn minibatch order (see :meth:`minibatch_order`); the mean loss."""
         loss = self.core.fit(obs.numpy(), returns.numpy(), order, sizes, self.steps)
         self.steps += len(sizes)
         return loss

@@ -18,10 +18,12 @@ safe default (macOS, Windows), or a helper cannot start, fits run in this proces
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,15 +67,31 @@ def _serve(conn: Any, parent_end: Any, core: NumpyAdamMLP) -> None:
 
 
 class PendingFit:
-    """A critic fit in progress; :meth:`result` waits for it and returns the mean loss."""
+    """A critic fit started by :meth:`CriticWorker.fit_async` (or a deferred one in this
+    process); :meth:`result` finishes it and returns the mean minibatch loss."""
 
-    def __init__(self, worker: CriticWorker | None, loss: float | None, n_steps: int) -> None:
-        self._worker, self._loss, self._n_steps = worker, loss, n_steps
+    def __init__(
+        self,
+        worker: CriticWorker | None = None,
+        n_steps: int = 0,
+        compute: Callable[[], float] | None = None,
+    ) -> None:
+        self._worker, self._n_steps, self._compute = worker, n_steps, compute
+        self._loss: float | None = None
+
+    @classmethod
+    def done(cls, loss: float) -> PendingFit:
+        pending = cls()
+        pending._loss = loss
+        return pending
 
     def result(self) -> float:
         if self._loss is None:
-            assert self._worker is not None  # set whenever the loss is not yet known
-            self._loss = self._worker._receive(self._n_steps)
+            if self._compute is not None:
+                self._loss = self._compute()
+            else:
+                assert self._worker is not None  # one of the two is set
+                self._loss = self._worker._receive(self._n_steps)
         return self._loss
 
 
@@ -94,6 +112,7 @@ class CriticWorker:
         self._ready = False
         self._busy = False
         self._failed: str | None = None
+        self.poisoned: str | None = None  # set when the parameters may be half-written
 
     # --- life cycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +177,8 @@ class CriticWorker:
 
         The minibatch order is drawn from ``generator`` here, in either case.
         """
+        if self.poisoned is not None:
+            raise RuntimeError(self.poisoned)
         if self._busy:
             raise RuntimeError("a critic fit is already in progress; call result() first")
         t = self.trainer
@@ -172,7 +193,7 @@ class CriticWorker:
                 try:
                     self._conn.send(("fit", np.ascontiguousarray(x), y, order, sizes, t.steps))
                     self._busy = True
-                    return PendingFit(self, None, len(sizes))
+                    return PendingFit(self, len(sizes))
                 except (BrokenPipeError, OSError):
                     pass
             # Gone between fits: the parameters are intact, so carry on in process.
@@ -181,25 +202,45 @@ class CriticWorker:
             self._failed = f"the critic helper process exited (code {code})"
             warnings.warn(f"{self._failed}; fitting the critic in this process", RuntimeWarning,
                           stacklevel=2)  # fmt: skip
-        loss = t.core.fit(x, y, order, sizes, t.steps)
-        t.steps += len(sizes)
-        return PendingFit(None, loss, len(sizes))
+        # In this process, when the result is asked for (after the policy step).
+        return PendingFit(compute=functools.partial(t.run, obs, returns, order, sizes))
+
+    def _poison(self, why: str) -> RuntimeError:
+        self.poisoned = (
+            f"{why}; the critic's parameters are undefined, so this agent can neither train "
+            "nor save: resume from the last checkpoint"
+        )
+        return RuntimeError(self.poisoned)
 
     def _receive(self, n_steps: int) -> float:
+        """Wait for the helper's reply. An interrupt (Ctrl-C) while waiting still waits for
+        the fit to finish before it propagates, so the parameters are never left
+        half-written; a second interrupt stops the helper and marks the agent unusable."""
         conn, proc = self._conn, self._proc
+        interrupt: BaseException | None = None
         try:
-            while not conn.poll(self.poll_interval):
-                if not proc.is_alive():
-                    raise RuntimeError(
-                        f"the critic helper process died during a fit (exit code "
-                        f"{proc.exitcode}); the critic's parameters are undefined"
-                    )
-            status, payload = conn.recv()
+            while True:
+                try:
+                    while not conn.poll(self.poll_interval):
+                        if not proc.is_alive():
+                            raise self._poison(
+                                f"the critic helper process died during a fit (exit code "
+                                f"{proc.exitcode})"
+                            )
+                    status, payload = conn.recv()
+                    break
+                except KeyboardInterrupt as exc:
+                    if interrupt is not None:
+                        self.close()
+                        raise self._poison("interrupted twice during a critic fit") from exc
+                    interrupt = exc
         except (EOFError, OSError) as err:
-            raise RuntimeError("the critic helper process died during a fit") from err
+            raise self._poison("the critic helper process died during a fit") from err
         finally:
             self._busy = False
         if status != "ok":
-            raise RuntimeError(f"the critic fit failed in the helper process: {payload}")
+            raise self._poison(f"the critic fit failed in the helper process: {payload}")
         self.trainer.steps += n_steps
+        if interrupt is not None:
+            raise interrupt
         return float(payload)
