@@ -12,7 +12,6 @@ resumed from a checkpoint continues bit for bit.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import deque
@@ -202,7 +201,7 @@ class Agent:
         """
         t = time.perf_counter()
         try:
-            self._pending = (self._collect(self.iteration + 1), 0.0)
+            self._pending = (self._collect(self.iteration + 1), time.perf_counter() - t)
         except Exception as exc:
             self._prefetch_error = exc
         except BaseException as exc:
@@ -211,10 +210,7 @@ class Agent:
                 f"({type(exc).__name__})"
             )
             raise
-        seconds = time.perf_counter() - t
-        if self._pending is not None:
-            self._pending = (self._pending[0], seconds)
-        return seconds
+        return time.perf_counter() - t
 
     def _collect(self, iteration: int) -> RolloutBatch:
         try:
@@ -235,10 +231,10 @@ class Agent:
                 obs, returns, epochs=epochs, batch_size=size, generator=gen
             )
         if self.critic_trainer is not None:
-            t = self.critic_trainer
-            order, sizes = t.minibatch_order(obs.shape[0], epochs=epochs, batch_size=size,
-                                             generator=gen)  # fmt: skip
-            return PendingFit(compute=functools.partial(t.run, obs, returns, order, sizes))
+            fit = self.critic_trainer.fit_later
+            return PendingFit(
+                compute=fit(obs, returns, epochs=epochs, batch_size=size, generator=gen)
+            )
         critic, opt = self.policy.critic, self.critic_optimizer
         assert opt is not None  # one of the two is set in __init__
         return PendingFit(

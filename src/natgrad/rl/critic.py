@@ -19,8 +19,9 @@ run is reproducible whichever path it uses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -271,10 +272,18 @@ class MLPCriticTrainer:
         generator: torch.Generator,
     ) -> float:
         """``epochs`` passes of minibatch Adam; returns the mean minibatch loss."""
+        return self.fit_later(obs, returns, epochs=epochs, batch_size=batch_size,
+                              generator=generator)()  # fmt: skip
+
+    def fit_later(
+        self, obs: Tensor, returns: Tensor, *, epochs: int, batch_size: int,
+        generator: torch.Generator,
+    ) -> Callable[[], float]:  # fmt: skip
+        """Draw the minibatch order now; the returned call runs :meth:`fit`'s Adam passes."""
         order, sizes = self.minibatch_order(
             obs.shape[0], epochs=epochs, batch_size=batch_size, generator=generator
         )
-        return self.run(obs, returns, order, sizes)
+        return functools.partial(self.run, obs, returns, order, sizes)
 
     @torch.no_grad()
     def run(self, obs: Tensor, returns: Tensor, order: np.ndarray, sizes: list[int]) -> float:
