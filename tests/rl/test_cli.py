@@ -25,7 +25,10 @@ def test_train_eval_plot_resume(tmp_path, capsys):
     for name in ("checkpoint.pt", "config.json", "progress.csv", "learning_curve.png", "eval.json"):
         assert (run / name).exists(), name
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
-    assert json.loads((run / "config.json").read_text())["config"]["n_steps"] == 64
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["algorithm"]["n_steps"] == 64
+    assert config["config"]["rollout"]["n_envs"] == 2
+    assert config["config"]["run"]["total_steps"] == 256
 
     assert main(["eval", str(run), "--episodes", "2"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -36,6 +39,7 @@ def test_train_eval_plot_resume(tmp_path, capsys):
     )
     rows = (run / "progress.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 512 // 128  # header + one row per iteration, none duplicated
+    assert json.loads((run / "config.json").read_text())["config"]["run"]["total_steps"] == 512
 
     other = tmp_path / "run2"
     assert (
@@ -53,8 +57,8 @@ def test_npg_and_set_flags(tmp_path):
             "--set", "max_kl=0.02", "--set", "normalize_obs=true", "--no-eval"]  # fmt: skip
     assert main(args) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["algo"] == "npg" and cfg["config"]["max_kl"] == 0.02
-    assert cfg["config"]["normalize_obs"] is True
+    assert cfg["algo"] == "npg" and cfg["config"]["algorithm"]["max_kl"] == 0.02
+    assert cfg["config"]["algorithm"]["normalize_obs"] is True
 
 
 def test_help_config_lists_fields(capsys):
@@ -103,8 +107,9 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     assert _files(run) == before
 
     ckpt.write_bytes(good)
-    assert main(["train", "--resume", str(run), "--n-envs", "3"]) == 2
-    assert "n_envs cannot change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--policy-hidden", "8,8"]) == 2
+    assert "policy_hidden cannot change" in capsys.readouterr().err
+    assert _files(run) == {**before, "checkpoint.pt": good}
     assert main(["eval", str(tmp_path)]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
 
@@ -142,20 +147,21 @@ def test_demo_listed_and_main_help(capsys):
 def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     import signal
 
-    from natgrad.rl import agent as agent_module
+    from natgrad.rl import TRPO
 
-    original = agent_module.Agent.train_iteration
+    original = TRPO.collect_rollout
     calls = {"n": 0}
 
-    def interrupted(self, prefetch=False):
+    def interrupted(self):
         calls["n"] += 1
         if calls["n"] == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, prefetch=prefetch)
+        return original(self)
 
-    monkeypatch.setattr(agent_module.Agent, "train_iteration", interrupted)
+    monkeypatch.setattr(TRPO, "collect_rollout", interrupted)
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--steps", "100000", "--run-dir", str(run)]) == 0
+    args = ["train", *TINY, "--steps", "100000", "--critic-worker", "true", "--run-dir", str(run)]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "checkpoint saved" in out and f"--resume {run}" in out
     from natgrad.utils.checkpoint import load_checkpoint
@@ -163,10 +169,10 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["iteration"] == 2
     # the batch collected ahead for iteration 3 is in the checkpoint, and a resumed run uses it
-    assert (state["pending_rollout"] is not None) == (os.cpu_count() >= 2)
-    from natgrad.rl import Agent
-
-    agent = Agent.load(run / "checkpoint.pt")
+    pending = state["rollouts"]["pending_rollout"]
+    assert (pending is not None) == (os.cpu_count() >= 2)
+    monkeypatch.setattr(TRPO, "collect_rollout", original)
+    agent = TRPO.load(run / "checkpoint.pt")
     agent.train_iteration()
-    assert agent.iteration == 3 and agent._pending is None
+    assert agent.iteration == 3 and agent.rollouts.state_dict()["pending_rollout"] is None
     agent.close()
