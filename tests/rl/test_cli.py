@@ -176,3 +176,126 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     agent.train_iteration()
     assert agent.iteration == 3 and agent.rollouts.state_dict()["pending_rollout"] is None
     agent.close()
+
+
+def test_a_hanging_env_in_a_subprocess_stops_the_run_naming_env_and_step(tmp_path, capsys):
+    from .bad_envs import HANGING_ENV
+
+    run = tmp_path / "run"
+    # each env hangs at step 300 of its life: step 43 of the fifth iteration of 64 steps
+    args = ["train", HANGING_ENV, "--vec", "async", "--n-envs", "2", "--n-steps", "64",
+            "--steps", "10000", "--step-timeout", "1.5", "--checkpoint-every", "1",
+            "--run-dir", str(run), "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "iteration 5: at step 43 of the rollout: env 0 did not return from step()" in err
+    assert "step_timeout=1.5 s" in err and "intact" in err
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 512
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_ctrl_c_twice_while_an_env_hangs_stops_at_once_keeping_the_checkpoint(tmp_path, capsys):
+    import signal
+    import threading
+    import time
+
+    from .bad_envs import HANGING_ENV
+
+    run = tmp_path / "run"
+    args = ["train", HANGING_ENV, "--vec", "async", "--n-envs", "2", "--n-steps", "64",
+            "--steps", "10000", "--checkpoint-every", "1", "--run-dir", str(run),
+            "--no-progress"]  # fmt: skip
+
+    def press_ctrl_c_twice():
+        while not (run / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        time.sleep(1.5)  # the fifth iteration is hanging by now
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+
+    presser = threading.Thread(target=press_ctrl_c_twice, daemon=True)
+    presser.start()
+    start = time.monotonic()
+    assert main(args) == 130
+    assert time.monotonic() - start < 30  # not the 60 s step timeout
+    presser.join()
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "intact" in err
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 512
+
+
+@pytest.mark.parametrize(
+    "code, why",
+    [
+        (30, "it is on a read-only file system"),
+        (28, "the disk is full"),
+        (13, "it is not writable"),
+    ],
+)
+def test_an_unwritable_run_dir_is_refused_at_start_and_nothing_is_lost(
+    tmp_path, capsys, monkeypatch, code, why
+):
+    import errno
+
+    from natgrad.rl import run as rundir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+
+    def fail(path, write, **kw):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(rundir, "atomic_write", fail)
+    assert code in (errno.EROFS, errno.ENOSPC, errno.EACCES)
+    assert main(["train", *TINY, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to the run directory {run}: {why}" in err
+    assert "choose another --run-dir" in err
+    assert _files(run) == {"notes.txt": b"mine"}
+
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from natgrad.rl.algos import persistence
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    original, calls = persistence.save_checkpoint, []
+
+    def fills_up(state, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(state, path)
+
+    monkeypatch.setattr(persistence, "save_checkpoint", fills_up)
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--steps", "1280", "--checkpoint-every", "1", "--run-dir", str(run)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "intact" in err
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 256  # the second save
+    assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint.pt")]  # no temp left
+
+
+@pytest.mark.parametrize("other", [["Pendulum-v1"], ["CartPole-v1", "--algo", "npg"]])
+def test_resume_refuses_a_checkpoint_of_another_run_naming_both(tmp_path, capsys, other):
+    run, stranger = tmp_path / "run", tmp_path / "stranger"
+    assert main(["train", "CartPole-v1", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    assert main(["train", *other, *TINY, "--run-dir", str(stranger), "--no-eval"]) == 0
+    (run / "checkpoint.pt").write_bytes((stranger / "checkpoint.pt").read_bytes())
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--steps", "512", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint belongs to another run" in err
+    if other[0] == "Pendulum-v1":
+        assert "env_id is 'Pendulum-v1' but config.json says 'CartPole-v1'" in err
+    else:
+        assert "algo is 'npg' but config.json says 'trpo'" in err
+    assert _files(run) == before

@@ -116,7 +116,7 @@ def print_config_help(algo: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from natgrad.rl import run as rundir
-    from natgrad.rl.algos import ALGORITHMS
+    from natgrad.rl.algos import ALGORITHMS, OnPolicyAlgorithm
     from natgrad.rl.config import RunConfig
     from natgrad.rl.errors import RolloutError
     from natgrad.rl.presets import preset_for
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if "seed" in parts["run"] and parts["run"]["seed"] != payload["config"]["run"]["seed"]:
             raise ValueError("--resume: seed cannot change in a resumed run")
         rundir.check_writable(run_dir)
-        model = ALGORITHMS[algo].load(
+        model = OnPolicyAlgorithm.load(  # whatever the checkpoint holds, checked below
             run_dir / rundir.CHECKPOINT, **parts["algorithm"], **parts["rollout"]
         )
         try:
@@ -189,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"natgrad train: error: {exc}\nthe last good checkpoint in {run_dir} is intact",
               file=sys.stderr)  # fmt: skip
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        print(f"natgrad train: interrupted; the last good checkpoint in {run_dir} is intact",
+              file=sys.stderr)  # fmt: skip
+        return 130
     finally:
         model.close()
     return 0

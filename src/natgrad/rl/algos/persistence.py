@@ -81,13 +81,24 @@ def load_agent_state(agent: OnPolicyAlgorithm, state: dict[str, Any], *, envs: b
     )
 
 
+SUFFIX = ".pt"
+
+
 def save(agent: OnPolicyAlgorithm, path: str | Path) -> Path:
-    """Write ``agent``'s checkpoint atomically (temp file, fsync, rename)."""
+    """Write ``agent``'s checkpoint atomically (temp file, fsync, rename); a path without
+    a suffix gets ``.pt`` (as SB3's ``save`` adds ``.zip``)."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(SUFFIX)
     return save_checkpoint(agent_state(agent), path)
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint file (an agent's, of this layout)."""
+    """Load and check a checkpoint file (an agent's, of this layout); ``path`` may omit
+    the ``.pt`` that :func:`save` added."""
+    path = Path(path)
+    if not path.exists() and not path.suffix and path.with_suffix(SUFFIX).exists():
+        path = path.with_suffix(SUFFIX)
     state = load_checkpoint(path, required=("algo", "config", "policy"))
     if state.get("agent_format") != AGENT_FORMAT:
         raise ValueError(

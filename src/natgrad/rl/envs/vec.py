@@ -23,6 +23,7 @@ restored mid-episode by any backend with any grouping of envs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,40 @@ import numpy as np
 
 from natgrad.rl.envs.make import dump_env, load_env
 
-__all__ = ["GymVectorAdapter", "StepResult", "SyncVecEnv", "VecEnv"]
+__all__ = ["GymVectorAdapter", "StepResult", "StepWatch", "SyncVecEnv", "VecEnv"]
+
+
+class StepWatch:
+    """Which env is inside ``step()``, since when, at which step of the rollout.
+
+    The stepping loop writes it; a watchdog in another thread (a Ray worker's) or process
+    (:class:`~natgrad.rl.envs.subproc.AsyncVecEnv`'s parent, through shared memory)
+    reads it to stop a hung env and name it. Three floats: the global env index (-1:
+    none yet), the ``time.monotonic()`` at which its step began (0: not in a step), and
+    the rollout step.
+
+    Args:
+        buffer: Where the three floats live (a ``multiprocessing`` ``RawArray`` to share
+            them with another process); a fresh list by default.
+    """
+
+    def __init__(self, buffer: Any = None) -> None:
+        self.buf = buffer if buffer is not None else [-1.0, 0.0, -1.0]
+
+    def enter(self, env: int) -> None:
+        self.buf[0] = env
+        self.buf[1] = time.monotonic()
+
+    def leave(self) -> None:
+        self.buf[1] = 0.0
+
+    def stuck(self) -> tuple[int, float, int] | None:
+        """``(env, seconds in step(), rollout step)``, or ``None`` between steps."""
+        since = self.buf[1]
+        if since <= 0.0:
+            return None
+        return int(self.buf[0]), time.monotonic() - since, int(self.buf[2])
+
 
 # (obs, rewards, terminated, truncated, final_obs, infos or None)
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]
@@ -214,6 +248,7 @@ class SyncVecEnv(VecEnv):
         env_indices: Global env index of each env (used in error messages; default
             ``0..N-1``).
         return_infos: Whether ``step`` returns the per-env info dicts.
+        watch: A :class:`StepWatch` to write each env's step into (for a watchdog).
     """
 
     def __init__(
@@ -222,9 +257,11 @@ class SyncVecEnv(VecEnv):
         *,
         env_indices: Sequence[int] | None = None,
         return_infos: bool = False,
+        watch: StepWatch | None = None,
     ) -> None:
         self._setup(len(env_fns), env_indices)
         self.return_infos = return_infos
+        self.watch = watch
         self.envs: list[gym.Env] = []
         for i, fn in enumerate(env_fns):
             try:
@@ -264,9 +301,11 @@ class SyncVecEnv(VecEnv):
         trunc = np.empty(n, dtype=np.bool_)
         final = self.no_final
         infos: list[dict] | None = [] if self.return_infos else None
-        i = 0
+        i, watch = 0, self.watch
         try:
             for i, env in enumerate(self.envs):
+                if watch is not None:
+                    watch.enter(self.env_indices[i])
                 o, r, te, tr, info = env.step(actions[i])
                 if te or tr:
                     if final is self.no_final:
@@ -283,6 +322,8 @@ class SyncVecEnv(VecEnv):
                     infos.append(info)
         except Exception as err:
             raise self._fail(i, "step", err) from err
+        if watch is not None:
+            watch.leave()
         return obs, rew, term, trunc, final, infos
 
     def get_state(self) -> list[bytes]:

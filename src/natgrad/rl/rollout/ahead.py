@@ -61,8 +61,11 @@ class RolloutQueue:
     def _collect(self, sampler: Any, iteration: int) -> RolloutBatch:
         try:
             return self.collector.collect(sampler, self.n_steps)
-        except FloatingPointError as exc:
-            raise RolloutError(f"iteration {iteration}: {exc}") from None
+        except RolloutError as exc:  # from a distributed backend: name the iteration
+            raise type(exc)(f"iteration {iteration}: {exc}") from exc
+        except (FloatingPointError, RuntimeError) as exc:  # a non-finite value; an env that
+            # raised, hung or lost its worker (the envs are then in an undefined state)
+            raise RolloutError(f"iteration {iteration}: {exc}") from exc
 
     def state_dict(self) -> dict[str, Any]:
         """The collector's state and the pending batch; refused after a failure."""

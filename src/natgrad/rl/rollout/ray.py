@@ -90,6 +90,9 @@ class RayCollector:
             multi-node cluster so that Ray reserves a core per worker.
         timeout: Seconds a worker may take for one call (start-up included) before it is
             considered hung, killed and replaced.
+        step_timeout: Seconds one env may spend in one ``step()`` before the rollout fails
+            with :class:`RayRolloutError` naming the env and the step (a replay would hang
+            again, so there is no restart); ``None``: no such limit.
         max_restarts: Replacements of one worker within one call before giving up.
         init_kwargs: Extra keyword arguments for ``ray.init``.
 
@@ -126,6 +129,9 @@ class RayCollector:
             raise ValueError(f"env_factory={env_factory!r} must be an EnvFactory, id or callable")
         self.n_envs, self.seed, self.gamma = n_envs, int(seed), gamma
         self.worker_cpus, self.timeout, self.max_restarts = worker_cpus, timeout, max_restarts
+        if step_timeout is not None and not step_timeout > 0:
+            raise ValueError(f"step_timeout={step_timeout!r} must be > 0 seconds, or None")
+        self.step_timeout = step_timeout
         self.restarts = 0
         self._factory = env_factory
         self._options = dict(
@@ -219,6 +225,7 @@ class RayCollector:
         a, b = self._blocks[k]
         return _RemoteWorker.options(  # type: ignore[attr-defined]
             num_cpus=self.worker_cpus, max_restarts=0, max_task_retries=0,
+            max_concurrency=2,  # a collect and the watchdog's progress() at once
             scheduling_strategy="SPREAD",
         ).remote(self._factory, list(range(a, b)), self.seed, self._options, self._states[k])  # fmt: skip
 
@@ -259,6 +266,8 @@ class RayCollector:
             start(k)
         while pending:
             wait = min(self.heartbeat, min(d for _, d in pending.values()) - time.monotonic())
+            if self.step_timeout is not None:
+                wait = min(wait, max(self.step_timeout / 4, 0.05))
             try:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(wait, 0.0))
             except (rex.RayError, ConnectionError) as exc:
@@ -266,6 +275,7 @@ class RayCollector:
                 raise
             if not ready:
                 self._require_cluster()
+                self._check_steps([k for k, _ in pending.values()])
                 now = time.monotonic()
                 for ref in [r for r, (_, d) in pending.items() if d <= now]:
                     k, _ = pending.pop(ref)
@@ -284,7 +294,7 @@ class RayCollector:
                 cause = exc.cause if exc.cause is not None else exc
                 if isinstance(cause, _DETERMINISTIC):
                     raise cause from None
-                m = re.match(r"env (\d+) raised", str(cause))
+                m = re.search(r"env (\d+) raised", str(cause))
                 who = f"env {m.group(1)}" if m else self._envs(k)
                 failed(
                     k,
@@ -306,6 +316,27 @@ class RayCollector:
                 self._require_cluster(exc)
                 raise
         return [results[k] for k in range(len(self._actors))]
+
+    def _check_steps(self, workers: list[int]) -> None:
+        """Raise :class:`RayRolloutError` if an env of ``workers`` is stuck in ``step()``."""
+        if self.step_timeout is None:
+            return
+        refs = {k: self._actors[k].progress.remote() for k in workers}
+        for k, ref in refs.items():
+            try:
+                stuck = ray.get(ref, timeout=self.probe_timeout)
+            except (rex.GetTimeoutError, rex.RayError):
+                continue  # a dead or unreachable worker is the other checks' business
+            if stuck is not None and stuck[1] > self.step_timeout:
+                env, seconds, t = stuck
+                self._replace(k)  # its thread is stuck in the env: stop it
+                self.restarts -= 1  # not a restart to retry: the replay would hang too
+                raise RayRolloutError(
+                    f"env {env} did not return from step() within step_timeout="
+                    f"{self.step_timeout:g} s (at step {t} of the rollout, on Ray worker {k}); "
+                    "the run stops (fix the env, or raise step_timeout if its steps are that "
+                    "slow)"
+                )
 
     # --- Collector protocol ---------------------------------------------------------
     def collect(self, sampler: Any, n_steps: int) -> RolloutBatch:
