@@ -49,3 +49,20 @@ def test_learning_benches_run_in_a_tiny_setting(tmp_path):
     assert res[0]["env"] == "CartPole-v1" and 0 < res[0]["eval_mean"] <= 500
     ref = load("sb3_learning").run_seed("Pendulum-v1", seed=0, steps=256)
     assert -2000 < ref["eval_mean"] <= 0
+
+
+def test_smoke_vec_envs_bench_runs_in_quick_mode():
+    out = load("vec_envs").run(quick=True)
+    (res,) = out["rollouts"]
+    assert set(res["rollout_steps_per_s"]) == {
+        "natgrad",
+        "gymnasium",
+        "natgrad_async",
+        "gymnasium_async",
+    }
+    assert res["natgrad_over_gymnasium"] > 0
+    assert set(out["normalisation"]["CartPole-v1"]["us_per_step"]) == {
+        "none",
+        "natgrad",
+        "gymnasium",
+    }

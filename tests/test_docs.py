@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md", "docs/vi.md"]
+DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md", "docs/vi.md", "docs/own-env.md"]
 """Markdown files whose python snippets are run and compared with their Output blocks."""
 
 DOCTEST_MODULES = [
@@ -100,8 +100,14 @@ def parse_snippets(text: str, path: str = "<doc>") -> list[Snippet]:
 
 
 def run_snippets(snippets: list[Snippet], path: str) -> list[str]:
-    """Run the snippets in one namespace; return what each printed."""
-    namespace: dict[str, object] = {"__name__": "__doc_snippets__"}
+    """Run the snippets in one namespace, a module (so that classes they define pickle,
+    as in a script's ``__main__``); return what each printed."""
+    import sys
+    import types
+
+    module = types.ModuleType("__doc_snippets__")
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     outputs = []
     dtype = torch.get_default_dtype()
     try:
@@ -114,6 +120,7 @@ def run_snippets(snippets: list[Snippet], path: str) -> list[str]:
             outputs.append(buf.getvalue())
     finally:
         torch.set_default_dtype(dtype)
+        sys.modules.pop(module.__name__, None)
     return outputs
 
 

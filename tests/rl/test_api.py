@@ -217,3 +217,16 @@ def test_an_sb3_script_runs_with_only_the_import_changed(tmp_path, monkeypatch):
     assert np.isfinite(mean)
     assert (tmp_path / "logs" / "evaluations.npz").exists()
     assert (tmp_path / "trpo_cartpole.pt").exists()
+
+
+def test_set_env_trains_on_another_env_of_the_same_spaces():
+    model = TRPO("CartPole-v1", use_preset=False, **FAST)
+    model.learn(64)
+    model.set_env(gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 3))
+    assert model.rollout_config.n_envs == 3 and model.get_env().n_envs == 3
+    model.learn(192)
+    assert model.total_steps == 256
+    with pytest.raises(ValueError, match="set_env needs an env of the same spaces"):
+        model.set_env("Pendulum-v1")
+    model.learn(192)  # the old envs are still there
+    model.close()

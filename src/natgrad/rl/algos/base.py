@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from natgrad.linalg import NaturalDirection, StepInfo, natural_direction
-from natgrad.rl.algos import persistence
 from natgrad.rl.algos.arguments import resolve_arguments
 from natgrad.rl.algos.critic_fitter import CriticFitter
+from natgrad.rl.algos.model import ModelMethods
 from natgrad.rl.algos.step import (
     Batch,
     Surrogate,
@@ -39,7 +39,6 @@ from natgrad.rl.algos.step import (
 )
 from natgrad.rl.callbacks.compose import make_callback
 from natgrad.rl.config import AlgoConfig, RolloutConfig
-from natgrad.rl.policies.acting import Actor, evaluate
 from natgrad.rl.policies.actor_critic import ActorCritic
 from natgrad.rl.rollout.ahead import RolloutQueue
 from natgrad.rl.rollout.backends import make_collector
@@ -52,7 +51,7 @@ __all__ = ["OnPolicyAlgorithm"]
 log = logging.getLogger("natgrad")
 
 
-class OnPolicyAlgorithm:
+class OnPolicyAlgorithm(ModelMethods):
     """Shared machinery of :class:`~natgrad.rl.TRPO` and :class:`~natgrad.rl.NPG`.
 
     Args:
@@ -306,113 +305,6 @@ class OnPolicyAlgorithm:
     def record(self, key: str, value: float) -> None:
         """Add a metric to the current iteration's row (logged by the logger callbacks)."""
         self.metrics[key] = float(value)
-
-    # --- acting ---------------------------------------------------------------------------
-    def actor(self) -> Actor:
-        """A frozen snapshot of the policy that maps raw observations to env actions."""
-        return Actor(
-            self.policy.sampler(), self.observation_space, self.action_space,
-            self.collector.obs_normalizer,
-        )  # fmt: skip
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict``: env-ready actions for one observation or a batch.
-
-        Returns:
-            ``(actions, state)``; the policy has no recurrent state, so ``state`` comes
-            back as given.
-
-        Raises:
-            ValueError: For an observation of the wrong shape (naming the expected one) or
-                with a non-finite entry.
-        """
-        return self.actor()(observation, deterministic=deterministic), state
-
-    def evaluate(self, episodes: int = 10, seed: int = 10_000, env: Any = None) -> np.ndarray:
-        """Returns of deterministic episodes on a fresh env (or ``env``: an env, id or
-        factory), never the training envs."""
-        from natgrad.rl.envs.source import env_source
-
-        source = self.env_source if env is None else env_source(env)
-        eval_env = source.make_eval_env(seed)
-        try:
-            return evaluate(eval_env, self.actor(), episodes, seed)
-        finally:
-            if eval_env is not source.env:
-                eval_env.close()
-
-    # --- persistence ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-exact resume needs (see :mod:`~natgrad.rl.algos.persistence`)."""
-        return persistence.agent_state(self)
-
-    def load_state_dict(self, state: dict[str, Any], *, envs: bool = True) -> None:
-        """Restore :meth:`state_dict` (``envs=False`` keeps the current envs)."""
-        persistence.load_agent_state(self, state, envs=envs)
-
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint atomically (temp file, fsync, rename)."""
-        return persistence.save(self, path)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        env: Any = None,
-        device: str | torch.device = "cpu",
-        custom_objects: Mapping[str, Any] | None = None,
-        **overrides: Any,
-    ) -> OnPolicyAlgorithm:
-        """Rebuild an agent from a checkpoint written by :meth:`save`.
-
-        Args:
-            path: The checkpoint.
-            env: ``None`` rebuilds the saved env id and resumes bit for bit; an env (of the
-                same spaces) trains or acts on it instead, from fresh episodes.
-            device: ``"cpu"``.
-            custom_objects: ``{"actor": module, "critic": module}`` to use instead of the
-                saved custom networks (e.g. when their class cannot be imported here).
-            **overrides: Settings to change (any algorithm, policy-free rollout field).
-        """
-        return persistence.load(cls, path, env=env, device=device,
-                                custom_objects=custom_objects, overrides=overrides)  # fmt: skip
-
-    def get_parameters(self) -> dict[str, dict[str, Any]]:
-        """SB3's ``get_parameters``: ``{"policy": ..., "critic.optimizer": ...}`` state dicts."""
-        return {
-            "policy": self.policy.state_dict(),
-            "critic.optimizer": self.critic_fitter.state_dict(),
-        }
-
-    def set_parameters(self, params: Mapping[str, Any], exact_match: bool = True) -> None:
-        """SB3's ``set_parameters``: load :meth:`get_parameters` (or a checkpoint's file)."""
-        persistence.set_parameters(self, params, exact_match=exact_match)
-
-    def close(self) -> None:
-        """Stop the envs, workers and helper processes."""
-        self.critic_fitter.close()
-        self.collector.close()
-
-    def __enter__(self) -> OnPolicyAlgorithm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def env_steps(self) -> int:
-        """Env steps since construction (counting resumed runs' earlier steps)."""
-        return self.total_steps
-
-    @property
-    def env_id(self) -> str | None:
-        return self.env_source.env_id
 
 
 def _budget(total_timesteps: int | None, total_steps: int | None) -> int:
