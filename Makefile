@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= mujoco,examples,bench,ray,dev
+EXTRAS ?= mujoco,examples,bench,ray,dev,docs
 # Arguments for `make train`, e.g. make train ARGS="Hopper-v5 --steps 1000000"
 ARGS   ?=
 # Parallel test workers (pytest-xdist); 0 runs in one process.
 JOBS   ?= 2
 
-.PHONY: setup train test test-slow test-all lint type bench clean
+.PHONY: setup train test test-slow test-all lint type docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,8 +38,11 @@ lint: setup
 type: setup
 	$(BIN)/mypy
 
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
 bench: setup
 	$(BIN)/python bench/fvp.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

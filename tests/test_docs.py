@@ -188,8 +188,9 @@ def test_docstring_examples(test: doctest.DocTest) -> None:
     assert result.failed == 0, out.getvalue()
 
 
-def test_readme_python_blocks_run():
-    """The README's library example runs as written (it prints nothing to compare)."""
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    """The README's examples run as written (they print nothing to compare)."""
+    monkeypatch.chdir(tmp_path)  # the RL example saves a model
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "the README has a python example"
@@ -197,3 +198,4 @@ def test_readme_python_blocks_run():
     for code in blocks:
         exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["result"].iterations > 0
+    assert namespace["model"].num_timesteps >= 20_000 and (tmp_path / "cartpole.pt").exists()

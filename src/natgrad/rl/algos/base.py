@@ -70,7 +70,8 @@ class OnPolicyAlgorithm(ModelMethods):
             fastest there).
         tensorboard_log: A folder for TensorBoard event files (one run per learn call).
         env_kwargs: Keyword arguments for ``gymnasium.make`` or the env factory.
-        actor, critic: Custom networks ``obs -> mean or logits`` and ``obs -> value``.
+        actor: A custom network ``obs -> mean or logits`` (replaces the default MLP).
+        critic: A custom network ``obs -> value`` (replaces the default MLP).
         collector: A ready rollout backend (replaces the one ``rollout`` names).
         use_preset: Apply the env id's preset from ``natgrad/presets/trpo.toml``.
         **hyperparameters: Any field of the algorithm, policy or rollout config, or

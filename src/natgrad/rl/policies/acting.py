@@ -23,7 +23,8 @@ class Actor:
 
     Args:
         sampler: A sampler from :meth:`ActorCritic.sampler`.
-        observation_space, action_space: The single-env spaces.
+        observation_space: The single-env observation space.
+        action_space: The single-env action space.
         obs_normalizer: The training run's normaliser (its statistics are only read).
     """
 

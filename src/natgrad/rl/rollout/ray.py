@@ -84,7 +84,10 @@ class RayCollector:
             otherwise the address of a running cluster (``"auto"``, ``"host:6379"``,
             ``"ray://host:10001"``). If Ray is already initialised in this process, that
             connection is used and left alone.
-        normalize_obs, normalize_reward, clip_obs, gamma: As for :class:`LocalCollector`.
+        normalize_obs: As for :class:`LocalCollector`.
+        normalize_reward: As for :class:`LocalCollector`.
+        clip_obs: As for :class:`LocalCollector`.
+        gamma: As for :class:`LocalCollector`.
         worker_cpus: CPUs each actor asks Ray for. The default, a small fraction, lets
             many latency-bound workers share a core; use ``1`` for CPU-bound envs on a
             multi-node cluster so that Ray reserves a core per worker.
