@@ -80,6 +80,14 @@ class OnPolicyAlgorithm(ModelMethods):
 
     config_class: type[AlgoConfig] = AlgoConfig
     algo = ""
+    registry: dict[str, type[OnPolicyAlgorithm]] = {}
+    """Every algorithm by its ``algo`` name (subclasses register themselves), so a
+    checkpoint names the class that loads it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.algo:
+            OnPolicyAlgorithm.registry[cls.algo] = cls
 
     def __init__(
         self,

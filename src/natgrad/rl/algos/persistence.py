@@ -119,13 +119,11 @@ def load(
     overrides: Mapping[str, Any] | None = None,
 ) -> OnPolicyAlgorithm:
     """Rebuild an agent from ``path`` (see :meth:`OnPolicyAlgorithm.load`)."""
-    from natgrad.rl.algos import ALGORITHMS
-
     state = read(path)
     algo = state["algo"]
-    if algo not in ALGORITHMS:
+    if algo not in cls.registry:
         raise ValueError(f"checkpoint {path} names an unknown algo {algo!r}")
-    klass = ALGORITHMS[algo]
+    klass = cls.registry[algo]
     if cls.algo and klass is not cls:
         raise ValueError(
             f"checkpoint {path} holds a {algo.upper()} agent; load it with "

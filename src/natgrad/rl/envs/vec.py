@@ -266,6 +266,9 @@ class SyncVecEnv(VecEnv):
         for i, fn in enumerate(env_fns):
             try:
                 self.envs.append(fn())
+            except ValueError:  # a bad id or a missing package: the user's to fix, as is
+                self.close()
+                raise
             except Exception as err:
                 self.close()
                 raise RuntimeError(
