@@ -37,6 +37,8 @@ DOCTEST_MODULES = [
     "natgrad.fisher.base",
     "natgrad.fisher.ggn",
     "natgrad.demo",
+    "natgrad.vi.von",
+    "natgrad.vi.predictive",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 
