@@ -138,8 +138,11 @@ def test_hessian_update_keeps_h_plus_delta_above_half(h, h_hat, beta2, delta):
     opt = VariationalOnlineNewton([p], lr=0.1, ess=1.0, betas=(0.0, beta2), weight_decay=delta,
                                   hess_init=h)  # fmt: skip
     with torch.no_grad():
-        opt._update(
-            p, opt.param_groups[0], torch.zeros(1, dtype=F64), torch.tensor([h_hat], dtype=F64)
+        opt._update_group(
+            opt.param_groups[0],
+            [p],
+            [torch.zeros(1, dtype=F64)],
+            [torch.tensor([h_hat], dtype=F64)],
         )
     assert float(opt.state[p]["hess"]) + delta >= 0.5 * (h + delta) * (1 - 1e-12)
 

@@ -91,6 +91,9 @@ from torch.optim import Optimizer
 
 __all__ = ["VariationalOnlineNewton"]
 
+# one sample of a group: its parameters, their means, the noise ε and σ
+_Sample = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
+
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False, finite: bool = True):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -197,27 +200,29 @@ class VariationalOnlineNewton(Optimizer):
             state["hess"] = torch.full_like(p, float(group["hess_init"]))
         return state
 
-    def _std(self, p: Tensor, group: dict[str, Any]) -> Tensor:
-        hess = self._param_state(p, group)["hess"]
-        return torch.rsqrt(group["ess"] * (hess + group["weight_decay"]))
+    def _std(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+        """σ = (ess (h + δ))^(-1/2) for ``params`` of ``group``."""
+        hess = [self._param_state(p, group)["hess"] for p in params]
+        std = torch._foreach_add(hess, group["weight_decay"])
+        torch._foreach_mul_(std, float(group["ess"]))
+        torch._foreach_rsqrt_(std)
+        return list(std)
 
     @torch.no_grad()
     def posterior_std(self) -> list[Tensor]:
         """σ of each parameter, ``1/√(ess (h + δ))``, in ``param_groups`` order."""
-        return [self._std(p, g).clone() for g in self.param_groups for p in g["params"]]
-
-    def _sampled(self) -> list[tuple[Tensor, dict[str, Any]]]:
-        """The parameters that are sampled (those with ``requires_grad``) and their groups."""
-        return [(p, g) for g in self.param_groups for p in g["params"] if p.requires_grad]
+        return [s for g in self.param_groups for s in self._std(g, list(g["params"]))]
 
     def _draw(self, params: list[Tensor]) -> list[Tensor]:
+        """Standard normal noise shaped like ``params`` (or the mirror of the last draw)."""
         if self.antithetic and self._last_noise is not None:
-            noise, self._last_noise = [-e for e in self._last_noise], None
+            noise, self._last_noise = list(torch._foreach_neg(self._last_noise)), None
             return noise
-        noise = [
-            torch.randn(p.shape, generator=self.generator, dtype=p.dtype).to(p.device)
-            for p in params
-        ]
+        numels = [p.numel() for p in params]
+        dtypes = {p.dtype for p in params}
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float64
+        flat = torch.randn(sum(numels), generator=self.generator, dtype=dtype)
+        noise = [e.view_as(p).to(p) for e, p in zip(flat.split(numels), params, strict=True)]
         if self.antithetic:
             self._last_noise = noise
         return noise
@@ -230,43 +235,61 @@ class VariationalOnlineNewton(Optimizer):
             train: Read the gradients that the block left in ``.grad`` and keep them
                 for the next :meth:`step` (the block must call ``backward()``).
 
-        The means are restored on exit, also when the block raises (the sample is
-        then not kept).
+        Only parameters with ``requires_grad`` are sampled. The means are restored on
+        exit, also when the block raises (the sample is then not kept).
         """
-        sampled = self._sampled()
-        noise = self._draw([p for p, _ in sampled])
-        saved: list[tuple[Tensor, Tensor, Tensor, dict[str, Any]]] = []
+        groups = [
+            (group, [p for p in group["params"] if p.requires_grad]) for group in self.param_groups
+        ]
+        noise = iter(self._draw([p for _, params in groups for p in params]))
+        record: list[_Sample] = []
         with torch.no_grad():
-            for (p, group), eps in zip(sampled, noise, strict=True):
-                saved.append((p, p.detach().clone(), eps, group))
-                p.add_(self._std(p, group) * eps)
+            for group, params in groups:
+                if not params:
+                    continue
+                eps = [next(noise) for _ in params]
+                std = self._std(group, params)
+                means = [p.detach().clone() for p in params]
+                torch._foreach_addcmul_(params, std, eps)
+                record.append((params, means, eps, std))
         try:
             yield
             if train:
-                self._collect(saved)
+                self._collect(record)
         finally:
             with torch.no_grad():
-                for p, mean, _, _ in saved:
-                    p.copy_(mean)
+                for params, means, _, _ in record:
+                    torch._foreach_copy_(params, means)
 
-    def _collect(self, saved: list[tuple[Tensor, Tensor, Tensor, dict[str, Any]]]) -> None:
-        if all(p.grad is None for p, *_ in saved):
+    def _collect(self, record: list[_Sample]) -> None:
+        """Add one sample's ``∇ℓ`` and ``∇ℓ ⊙ ε / σ`` to the pending sums."""
+        if all(p.grad is None for params, *_ in record for p in params):
             raise RuntimeError(
                 "sampled_params(train=True) found no gradients: call loss.backward() inside "
                 "the block (and zero the gradients before it)"
             )
         with torch.no_grad():
-            for p, _, eps, group in saved:
-                if p.grad is None:  # not used by this loss: no information, as in torch.optim
+            for params, _, eps, std in record:
+                # a parameter this loss did not use carries no information, as in torch.optim
+                keep = [i for i, p in enumerate(params) if p.grad is not None]
+                if not keep:
                     continue
-                grad = p.grad.detach()
-                acc = self._pending.get(p)
-                if acc is None:
-                    acc = self._pending[p] = {"g": torch.zeros_like(p), "h": torch.zeros_like(p)}
-                    acc["n"] = torch.zeros((), dtype=torch.int64)
-                acc["g"].add_(grad)
-                acc["h"].add_(grad * eps / self._std(p, group))
-                acc["n"] += 1
+                grads = [params[i].grad for i in keep]
+                h = torch._foreach_mul(grads, [eps[i] for i in keep])
+                torch._foreach_div_(h, [std[i] for i in keep])
+                fresh = [params[i] not in self._pending for i in keep]
+                if any(fresh):  # the first sample since the last step starts the sums
+                    new = [j for j, f in enumerate(fresh) if f]
+                    copies = torch._foreach_mul([grads[j] for j in new], 1.0)
+                    for j, g in zip(new, copies, strict=True):
+                        self._pending[params[keep[j]]] = {"g": g, "h": h[j], "n": 0}
+                if not all(fresh):
+                    old = [j for j, f in enumerate(fresh) if not f]
+                    accs = [self._pending[params[keep[j]]] for j in old]
+                    torch._foreach_add_([a["g"] for a in accs], [grads[j] for j in old])
+                    torch._foreach_add_([a["h"] for a in accs], [h[j] for j in old])
+                for i in keep:
+                    self._pending[params[i]]["n"] += 1
         self._n_pending += 1
 
     # ---------------------------------------------------------------------- step
@@ -282,8 +305,9 @@ class VariationalOnlineNewton(Optimizer):
 
         Returns:
             The closure's loss averaged over the samples (``None`` without a closure).
-            A step whose gradients are not finite is skipped (the posterior is left as
-            it was) and counted in ``skipped_steps``.
+            A step whose gradients are not finite (or so large that their norm
+            overflows) is skipped, leaving the posterior as it was, and counted in
+            ``skipped_steps``.
         """
         loss = None
         if closure is not None:
@@ -299,37 +323,52 @@ class VariationalOnlineNewton(Optimizer):
             )
         pending = self._pending
         self._pending, self._n_pending, self._last_noise = {}, 0, None
-        finite = all(
-            bool(torch.isfinite(acc["g"]).all() and torch.isfinite(acc["h"]).all())
-            for acc in pending.values()
-        )
-        if not finite:
+        norms = torch._foreach_norm([a[k] for a in pending.values() for k in ("g", "h")])
+        if len({n.dtype for n in norms}) > 1:
+            norms = [n.double() for n in norms]
+        if not bool(torch.isfinite(torch.stack(norms)).all()):
             self.skipped_steps += 1
             return loss
         for group in self.param_groups:
-            for p in group["params"]:
-                acc = pending.get(p)
-                if acc is None:  # no gradient in any sample (or added since the draw)
-                    continue
-                n = int(acc["n"])
-                self._update(p, group, acc["g"] / n, acc["h"] / n)
+            # parameters without a gradient in any sample (or added since the draw) stay
+            params = [p for p in group["params"] if p in pending]
+            if not params:
+                continue
+            accs = [pending[p] for p in params]
+            counts = [float(a["n"]) for a in accs]
+            g_hat = torch._foreach_div([a["g"] for a in accs], counts)
+            h_hat = torch._foreach_div([a["h"] for a in accs], counts)
+            self._update_group(group, params, list(g_hat), list(h_hat))
         return loss
 
-    def _update(self, p: Tensor, group: dict[str, Any], g_hat: Tensor, h_hat: Tensor) -> None:
-        state = self._param_state(p, group)
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], g_hat: list[Tensor], h_hat: list[Tensor]
+    ) -> None:
+        """The IVON update of ``params`` from the sample means ``ĝ``, ``ĥ`` (see the module)."""
         beta1, beta2 = group["betas"]
         delta = group["weight_decay"]
-        state["step"] += 1
-        exp_avg, hess = state["exp_avg"], state["hess"]
-        exp_avg.mul_(beta1).add_(g_hat, alpha=1.0 - beta1)
-        diff = hess - h_hat
-        correction = diff.square().div_(hess + delta).mul_(0.5 * (1.0 - beta2) ** 2)
-        hess.mul_(beta2).add_(h_hat, alpha=1.0 - beta2).add_(correction)
-        direction = (exp_avg / (1.0 - beta1 ** state["step"])).add_(p, alpha=delta)
-        direction.div_(hess + delta)
-        if group["clip_radius"] is not None:
-            direction.clamp_(-group["clip_radius"], group["clip_radius"])
-        p.add_(direction, alpha=-group["lr"])
+        states = [self._param_state(p, group) for p in params]
+        for state in states:
+            state["step"] += 1
+        exp_avg = [s["exp_avg"] for s in states]
+        hess = [s["hess"] for s in states]
+        torch._foreach_lerp_(exp_avg, g_hat, 1.0 - beta1)  # g ← β₁ g + (1 − β₁) ĝ
+        # ½ (1 − β₂)² (h − ĥ)² / (h + δ), with the old h
+        correction = torch._foreach_sub(hess, h_hat)
+        torch._foreach_mul_(correction, correction)
+        torch._foreach_div_(correction, torch._foreach_add(hess, delta))
+        torch._foreach_mul_(correction, 0.5 * (1.0 - beta2) ** 2)
+        torch._foreach_lerp_(hess, h_hat, 1.0 - beta2)
+        torch._foreach_add_(hess, correction)
+        # m ← m − α clip((g / (1 − β₁ᵗ) + δ m) / (h + δ))
+        direction = torch._foreach_div(exp_avg, [1.0 - beta1 ** s["step"] for s in states])
+        torch._foreach_add_(direction, params, alpha=delta)
+        torch._foreach_div_(direction, torch._foreach_add(hess, delta))
+        radius = group["clip_radius"]
+        if radius is not None:
+            torch._foreach_clamp_min_(direction, -radius)
+            torch._foreach_clamp_max_(direction, radius)
+        torch._foreach_add_(params, direction, alpha=-group["lr"])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
