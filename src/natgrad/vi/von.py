@@ -83,7 +83,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -162,7 +162,7 @@ class VariationalOnlineNewton(Optimizer):
         self.mc_samples = mc_samples
         self.antithetic = bool(antithetic)
         self.generator = generator
-        self._pending: dict[Tensor, dict[str, Tensor]] = {}
+        self._pending: dict[Tensor, dict[str, Any]] = {}  # sums of ĝ, ĥ and their count
         self._n_pending = 0
         self._last_noise: list[Tensor] | None = None  # ε of the previous draw (antithetic)
         self.skipped_steps = 0
@@ -274,7 +274,7 @@ class VariationalOnlineNewton(Optimizer):
                 keep = [i for i, p in enumerate(params) if p.grad is not None]
                 if not keep:
                     continue
-                grads = [params[i].grad for i in keep]
+                grads = [cast(Tensor, params[i].grad) for i in keep]
                 h = torch._foreach_mul(grads, [eps[i] for i in keep])
                 torch._foreach_div_(h, [std[i] for i in keep])
                 fresh = [params[i] not in self._pending for i in keep]
@@ -323,7 +323,7 @@ class VariationalOnlineNewton(Optimizer):
             )
         pending = self._pending
         self._pending, self._n_pending, self._last_noise = {}, 0, None
-        norms = torch._foreach_norm([a[k] for a in pending.values() for k in ("g", "h")])
+        norms = list(torch._foreach_norm([a[k] for a in pending.values() for k in ("g", "h")]))
         if len({n.dtype for n in norms}) > 1:
             norms = [n.double() for n in norms]
         if not bool(torch.isfinite(torch.stack(norms)).all()):
