@@ -205,6 +205,9 @@ def measure_cnn(batch: int = 256, cg_iters: int = 15, repeats: int = 30, skipped
     y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(0))
     v = torch.randn(numel(params))
 
+    def fn(ps, b):
+        return Categorical(f(ps, b))
+
     def grad():
         return torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
 
@@ -219,7 +222,8 @@ def measure_cnn(batch: int = 256, cg_iters: int = 15, repeats: int = 30, skipped
 
     methods = {
         "ggn": (lambda: shared_setup()[1], t_grad),
-        "ggn_own_forward": (lambda: GGNFisher(lambda ps, b: Categorical(f(ps, b)), params, x), 0.0),
+        "ggn_own_forward": (lambda: GGNFisher(fn, params, x), 0.0),
+        "ggn_func": (lambda: GGNFisher(fn, params, x, linearize=False), 0.0),
     }
     methods.update(
         (name, (build, 0.0))

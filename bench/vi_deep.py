@@ -30,6 +30,7 @@ evaluated on the test split: accuracy, NLL and ECE (15 bins).
     python bench/vi_deep.py                      # both tasks, 3 seeds, writes bench/results/
     python bench/vi_deep.py --quick              # tiny smoke setting
     python bench/vi_deep.py --tasks mnist1d --methods natgrad ivon
+    python bench/vi_deep.py --table bench/results/vi_deep.jsonl   # the docs/vi.md table
 
 Each run appends one JSON line to ``--out`` (default ``bench/results/vi_deep.jsonl``);
 the summary (mean and standard deviation over seeds) is printed as one JSON line.
@@ -267,6 +268,34 @@ def run(
     return result
 
 
+def table(path: str | Path) -> str:
+    """Markdown table (mean ± sd over seeds) of the ``test`` rows of a results file.
+
+    Rows of a later run replace those of an earlier one for the same task, method and seed.
+    """
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if r.get("phase") == "test":
+            rows[(r["task"], r["method"], r["seed"])] = r
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (task, method, _), r in sorted(rows.items()):
+        groups.setdefault((task, method), []).append(r)
+    out = [
+        "| task | method | epochs | test accuracy (%) | test NLL | ECE (15 bins) | train s | chosen hyperparameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, method), rs in groups.items():
+        s = summarize(rs)
+        hp = ", ".join(f"{k}={v}" for k, v in rs[0]["hp"].items())
+        out.append(
+            f"| {task} | {method} | {rs[0]['epochs']} | {100 * s['accuracy']:.2f} ± "
+            f"{100 * s['accuracy_std']:.2f} | {s['nll']:.4f} ± {s['nll_std']:.4f} | "
+            f"{s['ece']:.4f} ± {s['ece_std']:.4f} | {s['train_s']:.1f} | {hp} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=sorted(TASKS))
@@ -275,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override for every task")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, one grid point")
     parser.add_argument("--out", default=None, help="JSON-lines file (appended)")
+    parser.add_argument(
+        "--table", metavar="JSONL", help="print the markdown table of a results file"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     seeds = tuple(range(1 if args.quick else args.seeds))
     n_epochs = 2 if args.quick else args.epochs
     epochs = {t: n_epochs for t in TASKS} if n_epochs else None

@@ -74,6 +74,8 @@ def test_vi_deep_bench_runs_tiny(tmp_path):
         assert 0 < r["accuracy"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in rows} == {"tune", "test"}
+    lines = vi.table(tmp_path / "r.jsonl").splitlines()
+    assert len(lines) == 2 + len(methods) and lines[2].startswith("| digits | ")
 
 
 def test_vs_sb3_bench_runs_in_quick_mode():
