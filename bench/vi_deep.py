@@ -33,7 +33,8 @@ evaluated on the test split: accuracy, NLL and ECE (15 bins).
     python bench/vi_deep.py --table bench/results/vi_deep.jsonl   # the docs/vi.md table
 
 Each run appends one JSON line to ``--out`` (default ``bench/results/vi_deep.jsonl``);
-the summary (mean and standard deviation over seeds) is printed as one JSON line.
+runs already in that file are reused (so a grid can be extended), and the summary
+(mean and standard deviation over seeds) is printed as one JSON line.
 """
 
 from __future__ import annotations
@@ -194,14 +195,27 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def tune(task: str, method: str, grid: dict[str, list[Any]], epochs: int, log) -> dict[str, Any]:
-    """The grid point with the lowest validation NLL (tuning seed, 80/20 of the train split)."""
+def _key(phase: str, task: str, method: str, hp: dict[str, Any], seed: int, epochs: int) -> str:
+    return json.dumps([phase, task, method, hp, seed, epochs], sort_keys=True)
+
+
+def tune(
+    task: str, method: str, grid: dict[str, list[Any]], epochs: int, log, done=None
+) -> dict[str, Any]:
+    """The grid point with the lowest validation NLL (tuning seed, 80/20 of the train split).
+
+    ``done`` maps :func:`_key` to rows already in the results file; those are reused.
+    """
+    done = {} if done is None else done
     load, _ = TASKS[task]
     val = validation_split(load(), fraction=0.2, seed=TUNE_SEED)
     scores = []
     for hp in grid_points(grid):
-        r = train_run(task, method, hp, TUNE_SEED, val, epochs)
-        log({"phase": "tune", "task": task, "method": method, "hp": hp, "epochs": epochs, **r})
+        r = done.get(_key("tune", task, method, hp, TUNE_SEED, epochs))
+        if r is None:
+            r = train_run(task, method, hp, TUNE_SEED, val, epochs)
+            log({"phase": "tune", "task": task, "method": method, "hp": hp, "epochs": epochs,
+                 "seed": TUNE_SEED, **r})  # fmt: skip
         scores.append((r["nll"], -r["accuracy"], hp))
     best = min(scores, key=lambda s: (s[0], s[1]))
     return best[2]
@@ -242,6 +256,17 @@ def run(
         with out_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    # Runs already in the file (same task, method, hyperparameters, seed, epochs) are
+    # reused, so a grid can be extended without repeating its old points.
+    done: dict[str, dict[str, Any]] = {}
+    if out_path.exists():
+        for line in out_path.read_text().splitlines():
+            r = json.loads(line)
+            if r["phase"] == "choice":
+                continue
+            seed = r.get("seed", TUNE_SEED)
+            done[_key(r["phase"], r["task"], r["method"], r["hp"], seed, r["epochs"])] = r
+
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
@@ -254,15 +279,18 @@ def run(
             continue
         result[task] = {}
         for method in methods:
-            hp = tune(task, method, grids[method], epochs[task], log)
+            hp = tune(task, method, grids[method], epochs[task], log, done)
             rows = []
             for seed in seeds:
-                r = train_run(task, method, hp, seed, split, epochs[task])
-                row = {"phase": "test", "task": task, "method": method, "hp": hp, "seed": seed,
-                       "epochs": epochs[task], **r}  # fmt: skip
-                log(row)
+                r = done.get(_key("test", task, method, hp, seed, epochs[task]))
+                if r is None:
+                    r = train_run(task, method, hp, seed, split, epochs[task])
+                    log({"phase": "test", "task": task, "method": method, "hp": hp, "seed": seed,
+                         "epochs": epochs[task], **r})  # fmt: skip
                 rows.append(r)
             result[task][method] = {"hp": hp, "seeds": list(seeds), **summarize(rows)}
+            log({"phase": "choice", "task": task, "method": method, "hp": hp,
+                 "epochs": epochs[task], **result[task][method]})  # fmt: skip
             print(json.dumps({"task": task, "method": method, **result[task][method]}),
                   file=sys.stderr)  # fmt: skip
     return result
@@ -271,21 +299,28 @@ def run(
 def table(path: str | Path) -> str:
     """Markdown table (mean ± sd over seeds) of the ``test`` rows of a results file.
 
-    Rows of a later run replace those of an earlier one for the same task, method and seed.
+    For each task and method it shows the hyperparameters of the last ``choice`` row (the
+    tuned point) and that point's test runs.
     """
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    chosen: dict[tuple[str, str], Any] = {}  # the hyperparameters of the last "choice" row
+    tests: list[dict[str, Any]] = []
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
-        if r.get("phase") == "test":
-            rows[(r["task"], r["method"], r["seed"])] = r
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for (task, method, _), r in sorted(rows.items()):
-        groups.setdefault((task, method), []).append(r)
+        if r.get("phase") == "choice":
+            chosen[(r["task"], r["method"])] = (r["hp"], r["epochs"])
+        elif r.get("phase") == "test":
+            tests.append(r)
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {k: {} for k in chosen}
+    for r in tests:
+        key = (r["task"], r["method"])
+        if key in chosen and chosen[key] == (r["hp"], r["epochs"]):
+            groups[key][r["seed"]] = r
     out = [
         "| task | method | epochs | test accuracy (%) | test NLL | ECE (15 bins) | train s | chosen hyperparameters |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (task, method), rs in groups.items():
+    for (task, method), by_seed in groups.items():
+        rs = [by_seed[k] for k in sorted(by_seed)]
         s = summarize(rs)
         hp = ", ".join(f"{k}={v}" for k, v in rs[0]["hp"].items())
         out.append(

@@ -73,7 +73,16 @@ def test_vi_deep_bench_runs_tiny(tmp_path):
         r = res["digits"][m]
         assert 0 < r["accuracy"] <= 1 and r["nll"] > 0 and 0 <= r["ece"] <= 1
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert {r["phase"] for r in rows} == {"tune", "test"}
+    assert {r["phase"] for r in rows} == {"tune", "test", "choice"}
+    # A second run reuses every run in the file: it only records its choices again.
+    try:
+        again = vi.run(["digits"], ["adam"], seeds=(0,), epochs={"digits": 1}, quick=True,
+                       out=tmp_path / "r.jsonl")  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert again["digits"]["adam"]["nll"] == res["digits"]["adam"]["nll"]
+    new = (tmp_path / "r.jsonl").read_text().splitlines()[len(rows) :]
+    assert [json.loads(line)["phase"] for line in new] == ["choice"]
     lines = vi.table(tmp_path / "r.jsonl").splitlines()
     assert len(lines) == 2 + len(methods) and lines[2].startswith("| digits | ")
 
