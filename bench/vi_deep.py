@@ -73,9 +73,9 @@ METHODS = ("adam", "ivon", "natgrad")
 WEIGHT_DECAY = 1e-4  # IVON's δ (prior precision per example); Adam gets none
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
-    "adam": {"lr": [1e-3, 3e-3, 1e-2]},
+    "adam": {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
     # ivon-opt units (rescaled lr); both variational methods use the same points
-    "ivon": {"lr": [0.2, 0.5, 1.0], "hess_init": [0.1, 0.5], "beta2": [0.999, 0.99999]},
+    "ivon": {"lr": [0.2, 0.5, 1.0, 2.0], "hess_init": [0.1, 0.5], "beta2": [0.999, 0.99999]},
 }
 GRIDS["natgrad"] = GRIDS["ivon"]
 GRIDS["natgrad_anti"] = GRIDS["ivon"]
