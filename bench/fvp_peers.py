@@ -121,11 +121,14 @@ def curvlinops_kfac(
     damping: float,
     seed: int = 0,
 ):
-    """curvlinops' K-FAC (one MC sample per input) and its damped inverse."""
+    """curvlinops' K-FAC (one MC sample per input) and its damped inverse.
+
+    Weight and bias share one Kronecker block, as in natgrad's K-FAC.
+    """
     from curvlinops import KFACInverseLinearOperator, KFACLinearOperator
 
     kfac = KFACLinearOperator(
         model, loss_func, list(params), [(x, y)], fisher_type="mc", mc_samples=1, seed=seed,
-        check_deterministic=False, num_data=len(x),
+        check_deterministic=False, num_data=len(x), separate_weight_and_bias=False,
     )  # fmt: skip
     return KFACInverseLinearOperator(kfac, damping=damping)
