@@ -44,6 +44,8 @@ DOCTEST_MODULES = [
     "natgrad.rl.config.policy",
     "natgrad.rl.config.rollout",
     "natgrad.rl.config.run",
+    "natgrad.vi.von",
+    "natgrad.vi.predictive",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 
