@@ -17,10 +17,8 @@ checkpoints resume on either backend, with any number of workers.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,16 +29,20 @@ import ray
 from ray import exceptions as rex
 
 from natgrad.rl.envs.make import EnvFactory
-from natgrad.rl.errors import RolloutError
 from natgrad.rl.rollout.batch import RolloutBatch, concat_batches, update_stats
 from natgrad.rl.rollout.normalize import ObsNormalizer, RewardScaler
+from natgrad.rl.rollout.ray_cluster import (
+    RayClusterGone,
+    RayRolloutError,
+    cluster_alive,
+    connect,
+    first_line,
+)
 from natgrad.rl.rollout.ray_worker import (
     PER_ENV_FIELDS,
     RolloutWorker,
     check_args,
     check_capacity,
-    check_reachable,
-    cpu_count,
     join_states,
     split_state,
 )
@@ -49,23 +51,9 @@ __all__ = ["RayClusterGone", "RayCollector", "RayRolloutError"]
 
 # Errors that replaying the same steps from the same state would only repeat.
 _DETERMINISTIC = (FloatingPointError, ValueError, TypeError, pickle.PicklingError)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class RayRolloutError(RolloutError):
-    """A Ray worker kept failing (env exception, death or hang) beyond ``max_restarts``."""
-
-
-class RayClusterGone(RayRolloutError):
-    """The Ray cluster went away (shut down or unreachable) during a rollout."""
 
 
 _RemoteWorker = ray.remote(RolloutWorker)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = _ANSI.sub("", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class RayCollector:
@@ -168,43 +156,11 @@ class RayCollector:
 
     # --- cluster --------------------------------------------------------------------
     def _connect(self, address: str | None, init_kwargs: dict[str, Any] | None) -> None:
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(
-                include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                logging_level=logging.WARNING,
-            )  # fmt: skip
-            if address is None:
-                kwargs.update(address="local", num_cpus=cpu_count())
-            else:
-                check_reachable(address)
-                kwargs["address"] = address
-            kwargs.update(init_kwargs or {})
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ValueError(
-                    f"address={address!r}: cannot connect to a Ray cluster ({exc}); start one "
-                    "with `ray start --head` and pass its address ('auto' on a cluster node), "
-                    "or leave the address empty for a local Ray instance"
-                ) from None
-            self._owns_ray = True
+        self._owns_ray = connect(address, init_kwargs)
         self.address = str(ray.get_runtime_context().gcs_address)
 
     def _cluster_alive(self) -> bool:
-        if not ray.is_initialized():
-            return False
-        answer: list[bool] = []
-
-        def probe() -> None:
-            try:
-                answer.append(any(node.get("Alive") for node in ray.nodes()))
-            except Exception:
-                answer.append(False)
-
-        thread = threading.Thread(target=probe, daemon=True)
-        thread.start()
-        thread.join(self.probe_timeout)
-        return bool(answer and answer[0])
+        return cluster_alive(self.probe_timeout)
 
     def _gone(self, why: str) -> RayClusterGone:
         self._lost = True
@@ -221,7 +177,7 @@ class RayCollector:
                 if not ray.is_initialized()
                 else f"it did not answer a status request within {self.probe_timeout:g} s"
             )
-            raise self._gone(why if exc is None else f"{why}; {_first_line(exc)}") from exc
+            raise self._gone(why if exc is None else f"{why}; {first_line(exc)}") from exc
 
     # --- workers --------------------------------------------------------------------
     def _spawn(self, k: int) -> Any:
@@ -303,7 +259,7 @@ class RayCollector:
                     k,
                     f"{who} failed {failures[k] + 1} times in a row on Ray worker {k}, "
                     "restored from its last good state each time; last error: "
-                    f"{_first_line(cause)}. Fix the env, or raise max_restarts if its "
+                    f"{first_line(cause)}. Fix the env, or raise max_restarts if its "
                     "failures are transient",
                 )
             except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as exc:
@@ -311,7 +267,7 @@ class RayCollector:
                 failed(
                     k,
                     f"Ray worker {k} ({self._envs(k)}) died {failures[k] + 1} times in a row "
-                    f"({_first_line(exc)}); see the worker logs (`ray logs`, "
+                    f"({first_line(exc)}); see the worker logs (`ray logs`, "
                     "/tmp/ray/session_latest/logs): an out-of-memory kill or an env that "
                     "crashes its process are the usual causes",
                 )
