@@ -176,8 +176,17 @@ def test_load_on_another_env_of_the_same_spaces_and_refusals(tmp_path):
     model = TRPO(Corridor, n_envs=2, **FAST)
     model.learn(128)
     path = model.save(tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="unregistered env.*pass it again"):
-        TRPO.load(path)
+    detached = TRPO.load(path)  # no env to rebuild (a factory): a model that acts, as in SB3
+    obs = np.array([0.5, 1.0], np.float32)
+    assert detached.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
+    with pytest.raises(ValueError, match="has no env.*set_env"):
+        detached.learn(64)
+    with pytest.raises(ValueError, match=r"has no env.*evaluate\(env=...\)"):
+        detached.evaluate(2)
+    assert detached.evaluate(2, env=Corridor()).shape == (2,)
+    detached.set_env(Corridor)
+    detached.learn(64)
+    detached.close()
     again = TRPO.load(path, env=Corridor(8))
     assert again.total_steps == model.total_steps and again.rollout_config.n_envs == 1
     for p, q in zip(_params(model), _params(again)):
@@ -230,3 +239,170 @@ def test_set_env_trains_on_another_env_of_the_same_spaces():
         model.set_env("Pendulum-v1")
     model.learn(192)  # the old envs are still there
     model.close()
+
+
+def test_a_lambda_factory_works_in_subprocesses():
+    model = TRPO(lambda: Corridor(3), n_envs=2, vec="async", **FAST)  # cloudpickled to workers
+    model.learn(128)
+    assert model.total_steps == 128
+    model.close()
+
+
+def test_an_sb3_vecenv_is_refused_with_what_to_pass_instead():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("CartPole-v1", n_envs=2)
+    with pytest.raises(ValueError, match="Stable-Baselines3 VecEnv.*pass the env id or a factory"):
+        TRPO("MlpPolicy", venv)
+    venv.close()
+
+
+def test_sb3_arguments_that_change_nothing_are_accepted():
+    model = TRPO("MlpPolicy", "CartPole-v1", stats_window_size=100, use_sde=False,
+                 rollout_buffer_class=None, _init_setup_model=True, use_preset=False, **FAST)  # fmt: skip
+    model.learn(1e2)  # SB3 accepts a float budget
+    assert model.num_timesteps == 128
+    with pytest.raises(ValueError, match="stats_window_size=50 is not supported"):
+        TRPO("CartPole-v1", stats_window_size=50)
+    model.close()
+
+
+def test_sb3_callback_attributes_logger_and_training_env():
+    from natgrad.rl.callbacks import BaseCallback
+
+    class Custom(BaseCallback):
+        def _on_step(self):
+            self.logger.record("custom/envs", self.training_env.n_envs)
+            return True
+
+    model = TRPO(Corridor, n_envs=2, **FAST)
+    model.learn(128, callback=Custom())
+    assert model.metrics["custom/envs"] == 2.0
+    model.close()
+
+
+def test_a_subclass_does_not_take_over_loading(tmp_path):
+    class MyTRPO(TRPO):
+        pass
+
+    model = MyTRPO("CartPole-v1", use_preset=False, **FAST)
+    path = model.save(tmp_path / "m")
+    assert type(TRPO.load(path)) is TRPO
+    assert type(MyTRPO.load(path)) is MyTRPO
+    from natgrad.rl.algos import ALGORITHMS
+
+    assert ALGORITHMS["trpo"] is TRPO
+    model.close()
+
+
+def test_a_vector_env_keeps_its_count_with_a_rollout_config():
+    venv = gym.vector.SyncVectorEnv([Corridor, Corridor, Corridor])
+    model = TRPO(venv, rollout=RolloutConfig(threads=1), **FAST)
+    assert model.rollout_config.n_envs == 3
+    model.close()
+
+
+def test_predict_refuses_a_discrete_observation_outside_the_space():
+    model = TRPO("FrozenLake-v1", use_preset=False, **FAST)
+    assert model.predict(3)[0].shape == ()
+    for bad in (99, -1, 2.5):
+        with pytest.raises(ValueError, match="not a state of Discrete\\(16\\)"):
+            model.predict(bad)
+    model.close()
+
+
+def test_torch_threads_are_set_only_while_training():
+    before = torch.get_num_threads()
+    model = TRPO("CartPole-v1", threads=2, use_preset=False, **FAST)
+    assert torch.get_num_threads() == before
+    model.learn(64)
+    assert torch.get_num_threads() == before
+    model.close()
+
+
+SCRIPT = """
+import sys
+import torch
+from torch import nn
+from natgrad.rl import TRPO
+
+class MainActor(nn.Module):  # defined in __main__: not importable elsewhere
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ELU(), nn.Linear(8, 2))
+    def forward(self, x):
+        return self.net(x)
+
+model = TRPO("CartPole-v1", actor=MainActor(), n_steps=64, batch_size=32, use_preset=False)
+model.learn(64)
+model.save(sys.argv[1])
+print(model.predict(torch.zeros(4).numpy(), deterministic=True)[0])
+"""
+
+LOADER = """
+import sys
+import numpy as np
+from natgrad.rl import TRPO
+model = TRPO.load(sys.argv[1])
+print(type(model.policy.actor).__name__, model.predict(np.zeros(4, np.float32), deterministic=True)[0])
+"""
+
+
+def test_a_network_class_defined_in_a_script_loads_in_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.pt"
+    (tmp_path / "train.py").write_text(SCRIPT)
+    (tmp_path / "load.py").write_text(LOADER)
+    run = dict(capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    trained = subprocess.run([sys.executable, "train.py", str(path)], **run)
+    assert trained.returncode == 0, trained.stderr
+    loaded = subprocess.run([sys.executable, "load.py", str(path)], **run)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["MainActor", trained.stdout.strip()]
+
+
+class LockedCorridor(Corridor):
+    """An env whose state does not pickle (it holds a lock)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def test_an_env_whose_state_does_not_pickle_is_saved_without_it(tmp_path, caplog):
+    model = TRPO(LockedCorridor, **FAST)
+    model.learn(64)
+    with caplog.at_level("WARNING", logger="natgrad"):
+        path = model.save(tmp_path / "m")
+    assert "saving without the env states" in caplog.text
+    again = TRPO.load(path, env=LockedCorridor)
+    for p, q in zip(_params(model), _params(again)):
+        assert torch.equal(p, q)
+    again.learn(64)  # fresh episodes, training goes on
+    model.close()
+    again.close()
+
+
+def test_an_env_object_made_with_kwargs_is_rebuilt_with_them(tmp_path):
+    model = TRPO(gym.make("Pendulum-v1", g=2.0), **FAST)
+    path = model.save(tmp_path / "p")
+    again = TRPO.load(path)
+    assert again.get_env().envs[0].unwrapped.g == 2.0
+    model.close()
+    again.close()
+
+    class Doubled(gym.Wrapper):  # records no constructor arguments: gymnasium cannot rebuild it
+        def step(self, action):
+            obs, r, term, trunc, info = self.env.step(action)
+            return obs, 2 * r, term, trunc, info
+
+    wrapped = TRPO(Doubled(gym.make("Pendulum-v1")), **FAST)
+    path = wrapped.save(tmp_path / "w")
+    detached = TRPO.load(path)  # not rebuilt from its id without the wrapper: no env
+    assert detached.env_source.detached
+    wrapped.close()
+    detached.close()

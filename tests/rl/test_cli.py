@@ -277,7 +277,7 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeyp
 
     def fills_up(state, path):
         calls.append(path)
-        if len(calls) == 3:
+        if len(calls) == 4:  # saves at steps 0 (start-up), 128, 256, then 384
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return original(state, path)
 
@@ -287,7 +287,7 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeyp
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "intact" in err
-    assert load_checkpoint(run / "checkpoint.pt")["step"] == 256  # the second save
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 256  # the third save
     assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint.pt")]  # no temp left
 
 
@@ -336,3 +336,26 @@ def test_an_env_needing_a_missing_extra_gets_gymnasiums_hint(tmp_path, capsys, m
     assert main(["train", "ALE/Pong-v5", "--steps", "64"]) == 2
     assert "ale-py" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_continues_the_evaluation_history(tmp_path):
+    import numpy as np
+
+    run = tmp_path / "run"
+    args = ["train", "CartPole-v1", *TINY, "--eval-every", "1", "--run-dir", str(run), "--no-eval"]
+    assert main(args) == 0
+    first = np.load(run / "evaluations.npz")["timesteps"].tolist()
+    assert first == [128, 256]
+    assert (
+        main(["train", "--resume", str(run), "--steps", "512", "--no-progress", "--no-eval"]) == 0
+    )
+    data = np.load(run / "evaluations.npz")
+    assert data["timesteps"].tolist() == [128, 256, 384, 512]
+    assert data["results"].shape == (4, 2)
+
+
+def test_resume_refuses_another_algo(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    assert main(["train", "--resume", str(run), "--algo", "npg"]) == 2
+    assert "is 'trpo'; --algo npg cannot change it" in capsys.readouterr().err

@@ -14,10 +14,11 @@ from a checkpoint continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ from natgrad.rl.algos.step import (
     kfac_direction,
     make_kfac,
 )
+from natgrad.rl.callbacks.base import BaseCallback
 from natgrad.rl.callbacks.compose import make_callback
 from natgrad.rl.config import AlgoConfig, RolloutConfig
+from natgrad.rl.envs.source import EnvSource
 from natgrad.rl.policies.actor_critic import ActorCritic
 from natgrad.rl.rollout.ahead import RolloutQueue
 from natgrad.rl.rollout.backends import make_collector
@@ -86,8 +89,8 @@ class OnPolicyAlgorithm(ModelMethods):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.algo:
-            OnPolicyAlgorithm.registry[cls.algo] = cls
+        if "algo" in cls.__dict__ and cls.algo:  # the class that defines the algorithm,
+            OnPolicyAlgorithm.registry[cls.algo] = cls  # not a user's subclass of it
 
     def __init__(
         self,
@@ -113,8 +116,8 @@ class OnPolicyAlgorithm(ModelMethods):
                 f"device={device!r}: natgrad's RL runs on the CPU (its MLPs are fastest "
                 "there; rollouts are numpy); pass device='cpu'"
             )
-        if verbose and not log.handlers:
-            handler = logging.StreamHandler()
+        if verbose and not log.handlers and not logging.getLogger().hasHandlers():
+            handler = logging.StreamHandler()  # the user has configured no logging: say it
             handler.setFormatter(logging.Formatter("%(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.INFO)
@@ -127,19 +130,26 @@ class OnPolicyAlgorithm(ModelMethods):
         self.config, self.policy_config, self.rollout_config = r.algorithm, r.policy, r.rollout
         self.preset_source, self.preset_run = r.preset_source, r.preset_run
         self.tensorboard_log = tensorboard_log
-        cfg, ro = self.config, self.rollout_config
-        torch.set_num_threads(ro.threads)
-        self.collector = collector if collector is not None else make_collector(
-            self.env_source, n_envs=ro.n_envs, seed=self.seed, vec=ro.vec, workers=ro.workers,
-            ray_address=ro.ray_address, step_timeout=ro.step_timeout,
-            normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
-            clip_obs=cfg.clip_obs, gamma=cfg.gamma,
-        )  # fmt: skip
+        self.collector = (
+            collector
+            if collector is not None
+            else self._make_collector(self.env_source, self.rollout_config)
+        )
         try:
             self._build(actor, critic)
         except BaseException:
             self.collector.close()
             raise
+
+    def _make_collector(self, source: EnvSource, ro: RolloutConfig) -> Collector:
+        """The rollout backend ``ro`` names, over ``source``'s envs."""
+        cfg = self.config
+        return make_collector(
+            source, n_envs=ro.n_envs, seed=self.seed, vec=ro.vec, workers=ro.workers,
+            ray_address=ro.ray_address, step_timeout=ro.step_timeout,
+            normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
+            clip_obs=cfg.clip_obs, gamma=cfg.gamma,
+        )  # fmt: skip
 
     def _build(self, actor: nn.Module | None, critic: nn.Module | None) -> None:
         cfg = self.config
@@ -187,7 +197,7 @@ class OnPolicyAlgorithm(ModelMethods):
         """The batch of the next iteration (collected now, or earlier, ahead of time)."""
         return self.rollouts.next(self.policy.sampler(), self.iteration + 1)
 
-    def train(self, rollout: RolloutBatch, rollout_seconds: float, *, ahead: bool) -> dict:
+    def update(self, rollout: RolloutBatch, rollout_seconds: float, *, ahead: bool) -> dict:
         """Update the policy and the critic on ``rollout``; returns the iteration's metrics.
 
         With ``ahead`` (and a critic helper process) the next batch is collected with the
@@ -230,8 +240,9 @@ class OnPolicyAlgorithm(ModelMethods):
 
     def train_iteration(self, ahead: bool = False) -> dict[str, float]:
         """One iteration outside :meth:`learn` (no callbacks): collect, then update."""
-        rollout, rollout_seconds = self.collect_rollout()
-        self.metrics = self.train(rollout, rollout_seconds, ahead=ahead)
+        with torch_threads(self.rollout_config.threads):
+            rollout, rollout_seconds = self.collect_rollout()
+            self.metrics = self.update(rollout, rollout_seconds, ahead=ahead)
         return self.metrics
 
     def _make_batch(self, rollout: RolloutBatch) -> Batch:
@@ -257,14 +268,14 @@ class OnPolicyAlgorithm(ModelMethods):
     # --- the loop -------------------------------------------------------------------------
     def learn(
         self,
-        total_timesteps: int | None = None,
+        total_timesteps: float | None = None,
         callback: Any = None,
         log_interval: int = 1,
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
         *,
-        total_steps: int | None = None,
+        total_steps: float | None = None,
     ) -> OnPolicyAlgorithm:
         """Train for ``total_timesteps`` more env steps (all envs together); SB3's meaning.
 
@@ -290,7 +301,13 @@ class OnPolicyAlgorithm(ModelMethods):
         cb = make_callback(
             callback, progress_bar=progress_bar, verbose=self.verbose, log_interval=log_interval,
             tensorboard_log=self.tensorboard_log, tb_log_name=tb_log_name or self.algo.upper(),
+            continue_run=not reset_num_timesteps,
         )  # fmt: skip
+        with torch_threads(self.rollout_config.threads):
+            self._learn(cb, target)
+        return self
+
+    def _learn(self, cb: BaseCallback, target: int) -> None:
         cb.init_callback(self)
         cb.on_training_start(locals(), globals(), total_timesteps=target)
         try:
@@ -300,7 +317,7 @@ class OnPolicyAlgorithm(ModelMethods):
                 cb.update_locals({"rollout": rollout})
                 cb.on_rollout_end()
                 ahead = self.num_timesteps + self.config.n_steps * rollout.n_envs < target
-                self.metrics = self.train(rollout, rollout_seconds, ahead=ahead)
+                self.metrics = self.update(rollout, rollout_seconds, ahead=ahead)
                 cb.update_locals({"metrics": self.metrics})
                 if cb.on_step() is False:
                     break
@@ -309,19 +326,33 @@ class OnPolicyAlgorithm(ModelMethods):
             cb.on_training_end()
             raise
         cb.on_training_end()
-        return self
 
     def record(self, key: str, value: float) -> None:
         """Add a metric to the current iteration's row (logged by the logger callbacks)."""
         self.metrics[key] = float(value)
 
 
-def _budget(total_timesteps: int | None, total_steps: int | None) -> int:
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's thread count set to ``n`` inside, restored after (it is global state)."""
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+def _budget(total_timesteps: float | None, total_steps: float | None) -> int:
     if total_timesteps is not None and total_steps is not None:
         raise ValueError("give total_timesteps or its alias total_steps, not both")
     n = total_timesteps if total_timesteps is not None else total_steps
     if n is None:
         raise ValueError("learn() needs total_timesteps, e.g. model.learn(100_000)")
+    if isinstance(n, float) and n.is_integer():  # SB3 accepts learn(1e5)
+        n = int(n)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"total_timesteps={n!r} must be an int >= 1")
     return int(n)

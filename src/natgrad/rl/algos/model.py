@@ -23,7 +23,6 @@ from natgrad.rl.envs.source import EnvSource
 from natgrad.rl.policies.acting import Actor, evaluate
 from natgrad.rl.policies.actor_critic import ActorCritic
 from natgrad.rl.rollout.ahead import RolloutQueue
-from natgrad.rl.rollout.backends import make_collector
 from natgrad.rl.rollout.collector import Collector
 
 if TYPE_CHECKING:
@@ -78,15 +77,17 @@ class ModelMethods:
         """
         return self.actor()(observation, deterministic=deterministic), state
 
-    def evaluate(self, episodes: int = 10, seed: int = 10_000, env: Any = None) -> np.ndarray:
-        """Returns of deterministic episodes on a fresh env (or ``env``: an env, id or
-        factory), never the training envs."""
+    def evaluate(
+        self, episodes: int = 10, seed: int = 10_000, env: Any = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Returns of ``episodes`` episodes (episode ``k`` reset with ``seed + k``) on a fresh
+        env (or ``env``: an env, id or factory), never the training envs."""
         from natgrad.rl.envs.source import env_source
 
         source = self.env_source if env is None else env_source(env)
         eval_env = source.make_eval_env(seed)
         try:
-            return evaluate(eval_env, self.actor(), episodes, seed)
+            return evaluate(eval_env, self.actor(), episodes, seed, deterministic=deterministic)
         finally:
             if eval_env is not source.env:
                 eval_env.close()
@@ -134,8 +135,15 @@ class ModelMethods:
             "critic.optimizer": self.critic_fitter.state_dict(),
         }
 
-    def set_parameters(self, params: Mapping[str, Any], exact_match: bool = True) -> None:
+    def set_parameters(
+        self,
+        params: Mapping[str, Any] | str | Path,
+        exact_match: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
         """SB3's ``set_parameters``: load :meth:`get_parameters` (or a checkpoint's file)."""
+        if str(device) not in ("cpu", "auto"):
+            raise ValueError(f"device={device!r}: natgrad's RL runs on the CPU; pass 'cpu'")
         persistence.set_parameters(self._model(), params, exact_match=exact_match)
 
     def get_env(self) -> Any:
@@ -149,13 +157,10 @@ class ModelMethods:
 
         source = env_source(env)
         n_envs = source.fixed_n_envs or self.rollout_config.n_envs
-        ro, cfg = self.rollout_config.replace(n_envs=n_envs), self.config
-        new = make_collector(
-            source, n_envs=n_envs, seed=self.seed, vec=ro.vec, workers=ro.workers,
-            ray_address=ro.ray_address, step_timeout=ro.step_timeout,
-            normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
-            clip_obs=cfg.clip_obs, gamma=cfg.gamma,
-        )  # fmt: skip
+        ro, cfg = self.rollout_config.replace(n_envs=n_envs, workers=0), self.config
+        if ro.vec != "sync" and source.fixed_n_envs is not None:
+            ro = ro.replace(vec="sync")
+        new = self._model()._make_collector(source, ro)
         for name in ("observation_space", "action_space"):
             if getattr(new, name) != getattr(self, name):
                 new.close()

@@ -151,6 +151,19 @@ class EvalCallback(EventCallback):
             go_on = self._on_event() and go_on
         return go_on
 
+    def load_history(self) -> None:
+        """Continue ``log_path/evaluations.npz`` of an earlier run (a resumed one): its
+        history is kept and its best mean return is the one to beat."""
+        if self.log_path is None or not (self.log_path / "evaluations.npz").exists():
+            return
+        with np.load(self.log_path / "evaluations.npz") as data:
+            self.evaluations_timesteps = [int(t) for t in data["timesteps"]]
+            self.evaluations_results = data["results"].tolist()
+            self.evaluations_length = data["ep_lengths"].tolist()
+        if self.evaluations_results:
+            means = [float(np.mean(r)) for r in self.evaluations_results]
+            self.best_mean_reward, self.last_mean_reward = max(means), means[-1]
+
     def _write_npz(self, path: Path) -> None:
         buf = io.BytesIO()
         np.savez(

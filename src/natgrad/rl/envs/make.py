@@ -22,6 +22,7 @@ from gymnasium.utils.ezpickle import EzPickle
 
 __all__ = [
     "EnvFactory",
+    "EnvStateError",
     "check_env_id",
     "dump_env",
     "load_env",
@@ -177,6 +178,10 @@ class _StatePickler(pickle.Pickler):
         return NotImplemented
 
 
+class EnvStateError(ValueError):
+    """An env whose mid-episode state cannot be saved (it does not pickle)."""
+
+
 def dump_env(env: gym.Env) -> bytes:
     """Serialise an env *with* its mid-episode state (zlib-compressed pickle).
 
@@ -194,7 +199,7 @@ def dump_env(env: gym.Env) -> bytes:
     try:
         _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(env)
     except (pickle.PicklingError, TypeError, AttributeError) as err:
-        raise ValueError(
+        raise EnvStateError(
             f"cannot save the state of env {env!r} ({type(err).__name__}: {err}); checkpoints "
             "pickle the envs to resume mid-episode: define the env class at the top level of "
             "an importable module, keep unpicklable members (lambdas, open files, sockets) "

@@ -12,12 +12,30 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 
 from natgrad.rl.envs.vec import StepResult, StepWatch, SyncVecEnv, VecEnv
 
 __all__ = ["AsyncVecEnv", "stop_workers"]
+
+
+class _Cloudpickled:
+    """An env constructor sent to a worker by cloudpickle, so that lambdas and classes
+    defined in a script or a notebook work (as in SB3's ``SubprocVecEnv``)."""
+
+    def __init__(self, fn: Callable[[], gym.Env]) -> None:
+        self.fn = fn
+
+    def __getstate__(self) -> bytes:
+        return cloudpickle.dumps(self.fn)
+
+    def __setstate__(self, blob: bytes) -> None:
+        self.fn = cloudpickle.loads(blob)
+
+    def __call__(self) -> gym.Env:
+        return self.fn()
 
 
 def stop_workers(workers: Sequence[tuple[Any, Any]], timeout: float = 1.0) -> None:
@@ -139,15 +157,17 @@ class AsyncVecEnv(VecEnv):
             parent, child = ctx.Pipe()
             shared = ctx.RawArray("d", 3)  # the worker's StepWatch, read here
             self._watches.append(StepWatch(shared))
-            args = (child, list(env_fns[sl]), self.env_indices[sl], return_infos, shared)
+            fns = [_Cloudpickled(fn) for fn in env_fns[sl]]
+            args = (child, fns, self.env_indices[sl], return_infos, shared)
             proc = ctx.Process(target=_worker, args=args, daemon=True)
             try:
                 proc.start()
             except (pickle.PicklingError, AttributeError, TypeError) as err:
                 self.close()
                 raise ValueError(
-                    f"env_fns must be picklable for AsyncVecEnv ({err}); use EnvFactory or "
-                    "top-level functions"
+                    f"env_fns must be picklable (by cloudpickle) to reach the subprocesses "
+                    f"({err}); build the env inside the function instead of capturing "
+                    "objects such as locks, files or sockets, or use vec='sync'"
                 ) from err
             child.close()
             self._conns.append(parent)

@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from natgrad.rl.envs.make import dump_env, load_env
+from natgrad.rl.envs.make import EnvStateError, dump_env, load_env
 
 __all__ = ["GymVectorAdapter", "StepResult", "StepWatch", "SyncVecEnv", "VecEnv"]
 
@@ -217,9 +217,10 @@ class GymVectorAdapter(VecEnv):
     def _sync_base(self) -> gym.vector.SyncVectorEnv:
         base = self.venv.unwrapped
         if not isinstance(base, gym.vector.SyncVectorEnv):
-            raise NotImplementedError(
-                f"get_state/set_state need a gymnasium SyncVectorEnv, got {type(base).__name__}; "
-                "use natgrad's SyncVecEnv/AsyncVecEnv for checkpointable envs"
+            raise EnvStateError(
+                f"the env states of a {type(base).__name__} cannot be saved (only a "
+                "gymnasium SyncVectorEnv's can); for checkpoints that resume mid-episode, pass "
+                "an env id or a factory with n_envs= (and vec='async' for subprocesses)"
             )
         return base
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 from natgrad.rl.envs.spaces import ObsEncoder, action_to_env
 from natgrad.rl.rollout.normalize import ObsNormalizer
@@ -67,6 +68,14 @@ class Actor:
             raise ValueError(
                 f"obs holds a non-finite value at index {bad}; the policy cannot act on NaN/inf"
             )
+        space = self.observation_space
+        if isinstance(space, spaces.Discrete):
+            start, n = int(space.start), int(space.n)
+            if (raw != np.round(raw)).any() or (raw < start).any() or (raw >= start + n).any():
+                raise ValueError(
+                    f"obs={obs!r} is not a state of {space}: expected integers in "
+                    f"[{start}, {start + n - 1}]"
+                )
         return (raw[None] if single else raw), single
 
     def __call__(
