@@ -41,7 +41,8 @@ class CGResult:
             non-singular system could be: ``ε·μ_max·‖x − x₀‖ > ‖b − A x₀‖``.
             For SPD ``A``, ``‖x_k − x₀‖ ≤ ‖r₀‖/λ_min`` and ``μ_max ≤ λ_max``, so
             this certifies a condition number above ``1/ε``: typically a
-            singular ``A`` with ``b`` outside its range.  ``x`` is then garbage.
+            singular ``A`` with ``b`` outside its range.  No digit of ``x`` can
+            then be trusted; :func:`~natgrad.linalg.natural_direction` refuses it.
     """
 
     x: Tensor
