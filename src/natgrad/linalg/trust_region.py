@@ -29,8 +29,24 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions.base import NonFiniteError
-from natgrad.linalg.cg import CGResult, MatVec, cg
+from natgrad.linalg.cg import CGResult, MatVec
+from natgrad.linalg.direction import (
+    NaturalDirection,
+    _check_max_kl,
+    natural_direction,
+    scaled_direction,
+)
 from natgrad.params import as_param_list, numel, unflatten
+
+__all__ = [
+    "NaturalDirection",
+    "StepInfo",
+    "line_search",
+    "natural_direction",
+    "natural_step",
+    "scaled_direction",
+    "trust_region_step",
+]
 
 ScalarFn = Callable[[], Tensor | float]
 
@@ -79,16 +95,6 @@ def _float(x: Tensor | float) -> float:
     return float(x.detach()) if isinstance(x, Tensor) else float(x)
 
 
-def _check_max_kl(max_kl: float) -> float:
-    if (
-        isinstance(max_kl, bool)
-        or not isinstance(max_kl, (int, float))
-        or not 0 < max_kl < math.inf
-    ):
-        raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}; 0.01 is usual")
-    return float(max_kl)
-
-
 def _check_step_args(params: Sequence[Tensor], grad: Tensor, max_kl: float) -> list[Tensor]:
     params = as_param_list(params)
     n = numel(params)
@@ -106,70 +112,17 @@ def _check_step_args(params: Sequence[Tensor], grad: Tensor, max_kl: float) -> l
     return params
 
 
-@dataclass(frozen=True)
-class NaturalDirection:
-    """``x ≈ F⁻¹g`` and the scale β that puts the quadratic KL of ``βx`` at the radius."""
-
-    x: Tensor
-    step_size: float
-    expected_improvement: float
-    cg: CGResult
-
-    @property
-    def usable(self) -> bool:
-        return self.step_size > 0 and math.isfinite(self.step_size)
-
-    @property
-    def failure(self) -> str:
-        """Why the direction is unusable: ``"cg_diverged"`` or ``"cg_breakdown"``."""
-        return "cg_diverged" if self.cg.diverged else "cg_breakdown"
-
-
-def natural_direction(
-    fisher_mv: MatVec,
-    grad: Tensor,
-    max_kl: float,
-    *,
-    cg_iters: int = 10,
-    cg_rtol: float = 1e-10,
-    cg_atol: float = 0.0,
-    preconditioner: MatVec | None = None,
-) -> NaturalDirection:
-    """Solve ``F x = g`` by CG and scale it to the KL radius: ``β = sqrt(2δ / xᵀFx)``.
-
-    A CG breakdown keeps the last iterate (scaled as usual if ``xᵀFx > 0``); a
-    diverged iterate gives an unusable direction (``step_size`` 0).
-
-    Raises:
-        ValueError: ``max_kl`` is not a finite number > 0, or ``grad`` is not a
-            finite 1-d float vector (see :func:`~natgrad.linalg.cg`).
-    """
-    _check_max_kl(max_kl)
-    result = cg(
-        fisher_mv,
-        grad,
-        max_iter=cg_iters,
-        rtol=cg_rtol,
-        atol=cg_atol,
-        preconditioner=preconditioner,
-    )
-    x = result.x
-    # CG keeps r = g − Fx, so xᵀFx = xᵀ(g − r) without another Fisher product.
-    if result.iterations == 0:
-        xfx = 0.0
-    elif result.residual is not None:
-        xfx = float(x @ (grad - result.residual))
-    else:
-        xfx = float(x @ fisher_mv(x))
-    return scaled_direction(x, xfx, grad, max_kl, result)
-
-
 @torch.no_grad()
 def _apply(
     params: Sequence[Tensor], old: Sequence[Tensor], step: Sequence[Tensor], f: float
 ) -> None:
     for p, p0, s in zip(params, old, step, strict=True):
         torch.add(p0, s, alpha=-f, out=p)
+
+
+def _finite(params: Sequence[Tensor]) -> bool:
+    """The parameters of a trial point are finite (a huge step can overflow their dtype)."""
+    return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 @torch.no_grad()
@@ -281,6 +234,8 @@ def line_search(
             _apply(params, old, step, frac)
             with torch.no_grad():
                 try:
+                    if not _finite(params):
+                        raise NonFiniteError("the trial parameters overflowed")
                     kl, loss = _float(kl_fn()), _float(loss_fn())
                 except NonFiniteError:  # the model's outputs at this trial are not finite
                     kl, loss = math.nan, math.nan
@@ -303,41 +258,6 @@ def line_search(
     return StepInfo(
         False, reason, max_backtracks, 0.0, d.step_size, kl, l0, l0, d.expected_improvement, d.cg
     )
-
-
-def scaled_direction(
-    x: Tensor, xfx: float, grad: Tensor, max_kl: float, cg: CGResult | None = None
-) -> NaturalDirection:
-    """A :class:`NaturalDirection` from ``x ≈ F⁻¹g`` and ``xᵀFx`` computed elsewhere.
-
-    The direction is unusable (``step_size`` 0) when ``xᵀFx`` is not a finite
-    number > 0, ``x`` is not finite, ``cg`` diverged, or β would overflow.
-
-    Raises:
-        ValueError: ``max_kl`` is not a finite number > 0; ``x`` and ``grad``
-            are not 1-d float vectors of one length; ``xfx`` is not a number.
-    """
-    _check_max_kl(max_kl)
-    for name, t in (("x", x), ("grad", grad)):
-        if not isinstance(t, Tensor) or t.dim() != 1 or not t.is_floating_point():
-            got = (tuple(t.shape), t.dtype) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"{name} must be a 1-d floating-point tensor, got {got}")
-    if x.shape != grad.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but grad has {tuple(grad.shape)}")
-    if isinstance(xfx, Tensor) and xfx.numel() == 1:
-        xfx = float(xfx)
-    if isinstance(xfx, bool) or not isinstance(xfx, (int, float)):
-        raise ValueError(f"xfx must be a number (xᵀFx), got {type(xfx).__name__}")
-    if cg is None:
-        cg = CGResult(x, 0, 0.0, True, False)
-    unusable = NaturalDirection(x, 0.0, 0.0, cg)
-    if not (xfx > 0 and math.isfinite(xfx)) or cg.diverged or not bool(torch.isfinite(x).all()):
-        return unusable
-    beta = math.sqrt(2.0 * max_kl / xfx)
-    gx = float(grad @ x)
-    if not (math.isfinite(beta) and math.isfinite(beta * gx)):
-        return unusable
-    return NaturalDirection(x, beta, beta * gx, cg)
 
 
 def natural_step(
@@ -387,6 +307,8 @@ def natural_step(
     try:
         with torch.no_grad():
             try:
+                if not _finite(params):
+                    raise NonFiniteError("the new parameters overflowed")
                 kl = _float(kl_fn()) if kl_fn is not None else math.nan
                 l1 = _float(loss_fn()) if loss_fn is not None else math.nan
                 bad = (kl_fn is not None and not math.isfinite(kl)) or (
