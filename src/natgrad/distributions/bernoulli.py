@@ -102,9 +102,9 @@ class Bernoulli(Distribution):
         return (_xlogy_free(one, log_p) + _xlogy_free(1 - one, log_q)).sum(-1)
 
     def entropy(self) -> Tensor:
-        p = self.probs
+        p, q = self.probs, torch.sigmoid(-self.logits)  # q = 1 − p without cancellation
         log_p, log_q = self._log_sigmoids()
-        return -(_xlogy_free(p, log_p) + _xlogy_free(1 - p, log_q)).sum(-1)
+        return -(_xlogy_free(p, log_p) + _xlogy_free(q, log_q)).sum(-1)
 
     def mode(self) -> Tensor:
         return (self.logits > 0).to(self.logits.dtype)
@@ -112,16 +112,15 @@ class Bernoulli(Distribution):
     def kl(self, other: Distribution) -> Tensor:
         check_same_family(self, other)
         other = cast(Bernoulli, other)
-        p = self.probs
+        p, q = self.probs, torch.sigmoid(-self.logits)  # q = 1 − p without cancellation
         # log p/q = logsigmoid(a) - logsigmoid(b); log (1-p)/(1-q) = logsigmoid(-a) - logsigmoid(-b)
         a_pos, a_neg = self._log_sigmoids()
         b_pos, b_neg = other._log_sigmoids()
-        off_pos, off_neg = p == 0, p == 1  # the outcome has probability 0 under self
+        off_pos, off_neg = p == 0, q == 0  # the outcome has probability 0 under self
         pos = a_pos.masked_fill(off_pos, 0.0) - b_pos.masked_fill(off_pos, 0.0)
         neg = a_neg.masked_fill(off_neg, 0.0) - b_neg.masked_fill(off_neg, 0.0)
-        return (p * pos + (1 - p) * neg).sum(-1)
+        return (p * pos + q * neg).sum(-1)
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
         (u,) = check_tangents(self, tangents)
-        p = self.probs
-        return (p * (1 - p) * u,)
+        return (self.probs * torch.sigmoid(-self.logits) * u,)

@@ -22,6 +22,8 @@ from natgrad.distributions.base import (
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+_SQRT_HALF = math.sqrt(0.5)
 
 
 class DiagGaussian(Distribution):
@@ -53,13 +55,8 @@ class DiagGaussian(Distribution):
                 "mean must have at least one dimension (the event dimension), got a scalar; "
                 "use mean.reshape(1) for a single 1-d Gaussian"
             )
-        try:
-            log_std = log_std.expand_as(mean)
-        except RuntimeError:
-            raise ValueError(
-                f"log_std of shape {tuple(log_std.shape)} does not broadcast to mean's shape "
-                f"{tuple(mean.shape)}"
-            ) from None
+        if log_std.dtype != mean.dtype:
+            raise ValueError(f"log_std has dtype {log_std.dtype} but mean has {mean.dtype}")
         check_finite("mean", mean)
         check_finite("log_std", log_std, "; clamp it, e.g. log_std.clamp(-20, 2)")
         limit = 0.5 * math.log(torch.finfo(log_std.dtype).max)
@@ -68,6 +65,13 @@ class DiagGaussian(Distribution):
                 f"log_std has entries outside (-{limit:.2f}, {limit:.2f}), where σ² or 1/σ² "
                 f"overflows {log_std.dtype}; clamp it, e.g. log_std.clamp(-20, 2)"
             )
+        try:
+            log_std = log_std.expand_as(mean)
+        except RuntimeError:
+            raise ValueError(
+                f"log_std of shape {tuple(log_std.shape)} does not broadcast to mean's shape "
+                f"{tuple(mean.shape)}"
+            ) from None
         self.mean = mean
         self.log_std = log_std
 
@@ -101,8 +105,9 @@ class DiagGaussian(Distribution):
         check_value_shape("value", value, self.mean.shape[-1:], self.batch_shape)
         if not holds(torch.isfinite(value.detach())):
             raise ValueError("value contains NaN or inf; a Gaussian's values must be finite")
-        z = (value - self.mean) * torch.exp(-self.log_std)
-        return (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
+        # z²/2 as (z/√2)²: no intermediate overflows where the result does not.
+        z = (value - self.mean) * torch.exp(-self.log_std) * _SQRT_HALF
+        return (-z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
 
     def entropy(self) -> Tensor:
         return (self.log_std + _HALF_LOG_2PI_E).sum(-1)
@@ -114,9 +119,11 @@ class DiagGaussian(Distribution):
         check_same_family(self, other)
         other = cast(DiagGaussian, other)
         # The seed's gauss_KL: log σ2 − log σ1 + (σ1² + (μ1 − μ2)²) / (2σ2²) − ½, summed.
-        var_ratio = torch.exp(2 * (self.log_std - other.log_std))
-        mean_term = (self.mean - other.mean).square() * torch.exp(-2 * other.log_std)
-        return (other.log_std - self.log_std + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
+        # ½σ1²/σ2² as exp(2Δ − log 2) and ½(μ1 − μ2)²/σ2² as a square of (μ1 − μ2)/(√2 σ2):
+        # no intermediate overflows where the KL itself does not.
+        half_var_ratio = torch.exp(2 * (self.log_std - other.log_std) - _LOG_2)
+        z = (self.mean - other.mean) * torch.exp(-other.log_std) * _SQRT_HALF
+        return (other.log_std - self.log_std + half_var_ratio + z.square() - 0.5).sum(-1)
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         d_mean, d_log_std = check_tangents(self, tangents)

@@ -96,7 +96,8 @@ def scaled_direction(
 
     Raises:
         ValueError: ``max_kl`` is not a finite number > 0; ``x`` and ``grad``
-            are not 1-d float vectors of one length; ``xfx`` is not a number.
+            are not 1-d float vectors of one length; ``grad`` holds NaN or inf;
+            ``xfx`` is not a number.
     """
     _check_max_kl(max_kl)
     for name, t in (("x", x), ("grad", grad)):
@@ -105,6 +106,8 @@ def scaled_direction(
             raise ValueError(f"{name} must be a 1-d floating-point tensor, got {got}")
     if x.shape != grad.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but grad has {tuple(grad.shape)}")
+    if not bool(torch.isfinite(grad).all()):
+        raise ValueError("grad contains NaN or inf; check the loss and the data")
     if isinstance(xfx, Tensor) and xfx.numel() == 1:
         xfx = float(xfx)
     if isinstance(xfx, bool) or not isinstance(xfx, (int, float)):
