@@ -97,7 +97,8 @@ class GroupStep:
         status: ``"stepped"``, ``"zero_curvature"`` (``xᵀFx = 0``: no step under
             ``max_kl``) or ``"non_finite"`` (no step: the gradient, ``x`` or
             ``xᵀFx`` was not finite, or ``α·x`` would overflow the parameters'
-            dtype; ``grad_norm`` is NaN when the gradient was not finite).
+            dtype, or its predicted KL would overflow; ``grad_norm`` is NaN when
+            the gradient was not finite).
     """
 
     rule: str
@@ -321,6 +322,12 @@ class NaturalGradient(torch.optim.Optimizer):
         params = group["params"]
         # λ of this step, for every Fisher type: damping(steps_taken), used and reported.
         lam = resolve_damping(group["damping"], self.steps_taken)
+        top = torch.finfo(params[0].dtype).max
+        if lam > top:
+            raise ValueError(
+                f"param_groups[{gi}]: damping={lam!r} at step {self.steps_taken} is not "
+                f"representable in {params[0].dtype} (at most {top:.3g})"
+            )
         cg_info: tuple[int | None, float | None, str | None] = (None, None, None)
         prec = self.preconditioners[gi]
         if prec is not None:
@@ -364,8 +371,11 @@ class NaturalGradient(torch.optim.Optimizer):
                 status = "zero_curvature"
         if not (math.isfinite(x_norm) and math.isfinite(xfx)):
             alpha, status = 0.0, "non_finite"
-        elif alpha and not alpha * (x_norm + 1.0) < 0.5 * torch.finfo(params[0].dtype).max:
-            alpha, status = 0.0, "non_finite"  # the step α·x would overflow the parameters
+        elif alpha and not (
+            alpha * (x_norm + 1.0) < 0.5 * torch.finfo(params[0].dtype).max
+            and math.isfinite(0.5 * alpha * alpha * xfx)
+        ):
+            alpha, status = 0.0, "non_finite"  # α·x, or its predicted KL, would overflow
         info = GroupStep(
             rule=rule,
             step_size=alpha,
