@@ -16,7 +16,7 @@ settings.register_profile(
 settings.register_profile(
     "bad-inputs",
     deadline=None,
-    max_examples=12,
+    max_examples=40,
     derandomize=True,
     suppress_health_check=_FIXTURE_OK,
 )

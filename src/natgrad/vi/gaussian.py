@@ -125,6 +125,8 @@ class _GaussianBase:
                 f"z must have shape (..., {self.dim}) for a q of dimension {self.dim}, "
                 f"got shape {tuple(z.shape)}"
             )
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("z contains NaN or inf; evaluate q at finite points")
         return z
 
     def rsample(

@@ -55,6 +55,8 @@ def _check_z(z: Tensor, d: int) -> None:
         raise ValueError(
             f"z must have shape (..., {d}) for a model with {d} weights, got {tuple(z.shape)}"
         )
+    if not bool(torch.isfinite(z.detach()).all()):
+        raise ValueError("z contains NaN or inf; evaluate the log-joint at finite weights")
 
 
 class BayesianLinearRegression:
