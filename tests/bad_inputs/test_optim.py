@@ -48,7 +48,7 @@ def _kfac_factors(model, x):
     x64 = x.double()
     a_rows = torch.cat([x64, torch.ones(len(x64), 1, dtype=torch.float64)], 1)
     a = a_rows.T @ a_rows / len(x64)
-    p = torch.softmax(model(x).double(), -1)
+    p = torch.softmax(model(x).detach().double(), -1)
     g = (torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)).mean(0)
     return a, g
 
