@@ -9,7 +9,8 @@ the library's documented rules.  Then exactly one of two things must happen:
 * none is: the call returns, and every number in the result equals a reference computed
   here (:func:`assert_matches`): finite, or ``±inf`` exactly where the true value is
   infinite (a KL to a distribution that rules out an outcome, the log-probability of an
-  impossible outcome) or overflows the dtype.  Never NaN.
+  impossible outcome) or overflows the dtype (or comes within a factor 4 of overflowing
+  it, where an intermediate may overflow first).  Never NaN.
 
 Each property runs twice (:func:`properties`): quickly by default (profile
 ``bad-inputs``) and as a ``slow``-marked test with many more examples (``bad-inputs-slow``).
@@ -85,7 +86,9 @@ def assert_matches(out: Any, ref: Any, dtype: torch.dtype, scale: Any = None) ->
     scale = (
         torch.zeros_like(ref) if scale is None else torch.as_tensor(scale).to(ref).expand_as(ref)
     )
-    near_overflow = ref.abs() > top / (1 + 10 * tol)  # may round either way at the edge
+    # Within a factor 4 of the largest float an intermediate (σ1²/σ2² before the ½, say)
+    # may overflow although the value itself would not: either answer is accepted there.
+    near_overflow = ref.abs() > top / 4
     inf_ref = torch.isinf(ref) | (ref.abs() > top)
     ok_inf = torch.isinf(out) & (torch.sign(out) == torch.sign(ref)) & (inf_ref | near_overflow)
     finite = ~inf_ref & ~ok_inf

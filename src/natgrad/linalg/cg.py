@@ -179,7 +179,7 @@ def cg(
                 breakdown = True  # curvature at the rounding level: A singular along p
                 break
             alpha = rz / curvature
-            r_new = r - alpha * ap
+            r_new = torch.sub(r, ap, alpha=alpha)  # as r.sub_(ap, alpha=alpha) would round
             rnorm_new = float(r_new.norm())
             if not math.isfinite(rnorm_new):
                 breakdown = True
