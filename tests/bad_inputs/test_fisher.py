@@ -41,7 +41,10 @@ from natgrad.params import functional_model
 
 DAMPINGS = [0.0, 1e-3, 1.0, 1e30, 1e300, -1.0, NAN, INF, True]
 FAMILIES = ["categorical", "masked", "gaussian", "bernoulli"]
-KINDS = ["ggn", "ggn_nolin", "kl_hessian", "empirical", "mlp", "by_name", "matrix", "dense"]
+KINDS = [
+    "ggn", "ggn_nolin", "ggn_from", "kl_hessian", "klh_from", "empirical", "mlp", "by_name",
+    "matrix", "dense",
+]  # fmt: skip
 
 
 def damping_bad(damping, dtype) -> bool:
@@ -131,6 +134,9 @@ def _build(kind, prob, x, y, damping):
         return GGNFisher(prob.fn, prob.params, x, damping=damping, linearize=kind == "ggn")
     if kind == "kl_hessian":
         return KLHessianFisher(prob.fn, prob.params, x, damping=damping)
+    if kind in ("ggn_from", "klh_from"):  # from a forward already made (its graph shared)
+        cls = GGNFisher if kind == "ggn_from" else KLHessianFisher
+        return cls.from_distribution(prob.fn(prob.params, x), prob.params, damping=damping)
     if kind == "empirical":
         return EmpiricalFisher(prob.fn, prob.params, x, y, damping=damping)
     if kind == "mlp":
@@ -158,6 +164,10 @@ def _operators(data, dtype, rows, family):
         bad |= {"batch", "inputs", "empty"}
     if xkind != "clean" and rows:
         bad |= {"batch", "inputs"}
+        if kind.endswith("_from"):  # the distribution refuses the non-finite outputs
+            bad |= {"logits", "mean"}
+    if rows == 0 and kind.endswith("_from"):
+        bad.add("dist")
     if kind == "matrix":
         m = outcome(bad, lambda: fisher_matrix(prob.fn, prob.params, x))
         if m is not None:

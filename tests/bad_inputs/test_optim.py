@@ -20,6 +20,7 @@ from bad_inputs.harness import (
     NAN,
     TOL,
     assert_finite,
+    assert_matches,
     may_refuse,
     outcome,
     properties,
@@ -239,16 +240,24 @@ def _preconditioner(data, dtype, kind, rows):
         return
     assert done is None
     out = flatten(xs).double()
+    dense = exact_fisher(model, Categorical, x).double()
     if kind == "kfac":
         ref = _kfac_reference(model, x, grads, lam)
     else:
-        dense = exact_fisher(model, Categorical, x).double()
         ref = flatten(grads).double() / (torch.diagonal(dense) + lam)
     scale = float(ref.abs().max()) + torch.finfo(dtype).tiny
     assert not torch.isnan(out).any()
     assert float((out - ref).abs().max()) <= 1e3 * TOL[dtype] * scale
-    quad = outcome({"xs"} if gkind != "clean" else set(), lambda: prec.quad(xs))
-    assert_finite(quad)
+    f_hat = _kfac_dense(model, x) if kind == "kfac" else torch.diag(torch.diagonal(dense))
+    assert_matches(prec.dense(), f_hat, dtype, scale=float(f_hat.abs().max()))
+    quad = prec.quad(xs)
+    qref = out @ f_hat @ out
+    assert_matches(quad, qref, dtype, scale=1e3 * float(out.abs() @ f_hat.abs() @ out.abs()))
+    xs2, quad2 = prec.solve_quad(grads)
+    assert torch.equal(flatten(xs2), flatten(xs)) and torch.allclose(quad2, quad)
+    bad_xs = [t.clone() for t in xs]
+    bad_xs[0].view(-1)[0] = NAN
+    outcome({"xs"}, lambda: prec.quad(bad_xs))
     vbad = flatten(grads).clone()
     vbad[0] = NAN
     outcome({"grads"}, lambda: prec.precondition(vbad))

@@ -94,6 +94,17 @@ def _families(data, dtype, full):
         )
     if made is not None:
         assert_matches(made.precision, torch.eye(d) if full else torch.ones(d), dtype)
+    m_back = cls.from_mean_params(*q.mean_params())
+    assert_matches(m_back.loc, q.loc.double(), dtype, scale=cond * (1 + q.loc.double().abs().max()))
+    if full:
+        tril = torch.linalg.cholesky(torch.linalg.inv(s)).to(dtype)
+        if data.draw(st.booleans()):
+            tril = tril.clone()
+            tril[0, 0] = -1.0
+            outcome({"scale_tril"}, lambda: FullGaussianQ.from_scale_tril(q.loc, tril))
+        else:
+            made = FullGaussianQ.from_scale_tril(q.loc, tril)
+            assert_matches(made.precision, s, dtype, scale=cond * float(s.abs().max()))
     assert_finite(q.sample((3,), generator=gen))
 
 
@@ -297,6 +308,8 @@ def _models(data, dtype):
             torch.zeros(n, dtype=torch.float64), cov
         ).log_prob(y64c)
         assert_matches(model.log_evidence(), ref, dtype, scale=10 * (1 + float(ref.abs())))
+        kl = model.kl_to_posterior(post)
+        assert_matches(kl, torch.zeros(()), dtype, scale=10 * float(torch.linalg.cond(prec)))
     labels = (y64 > 0).to(dtype) if data.draw(st.booleans()) else y64.to(dtype)
     lbad = {"X"} if (n == 0 or xkind != "clean") else set()
     if n and not bool(((labels == 0) | (labels == 1)).all()):

@@ -79,6 +79,16 @@ def _check_tol(name: str, value: float) -> float:
     return float(value)
 
 
+def _power_of_two_scale(b: Tensor) -> float:
+    """``2**k`` with ``max|b| / 2**k`` in [0.5, 1) (1.0 for b = 0): dividing by it is exact."""
+    top = float(b.abs().max()) if b.numel() else 0.0
+    if top == 0.0:
+        return 1.0
+    info = torch.finfo(b.dtype)  # keep 2**k a normal number of b's dtype
+    lo, hi = math.frexp(info.tiny)[1], math.frexp(info.max)[1] - 1
+    return math.ldexp(1.0, min(max(math.frexp(top)[1], lo), hi))
+
+
 def _apply(fn: MatVec, v: Tensor, name: str) -> Tensor:
     out = fn(v)
     if not isinstance(out, Tensor) or out.shape != v.shape or out.dtype != v.dtype:
@@ -140,22 +150,27 @@ def cg(
             f"preconditioner must be a callable r -> M⁻¹ r or None, got "
             f"{type(preconditioner).__name__}"
         )
-    if x0 is None:
-        x = torch.zeros_like(b)
-        r = b.clone()
-    else:
+    if x0 is not None:
         _check_vector("x0", x0)
         if x0.shape != b.shape or x0.dtype != b.dtype:
             raise ValueError(
                 f"x0 has shape {tuple(x0.shape)} and dtype {x0.dtype} but b has "
                 f"{tuple(b.shape)} and {b.dtype}"
             )
-        x = x0.clone()
+    # Solve for b/s with s a power of two near max|b|: exact (every rounding is the same,
+    # scaled), and the norms and dot products of a tiny or huge b cannot under/overflow.
+    s = _power_of_two_scale(b)
+    b = b / s
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b.clone()
+    else:
+        x = x0 / s
         r = b - _apply(matvec, x, "matvec")
     r0norm = rnorm = float(r.norm())
     if not math.isfinite(rnorm):  # A x0 was not finite
-        return CGResult(x, 0, math.inf, False, True, r)
-    tol = max(rtol * float(b.norm()), atol)
+        return CGResult(x * s, 0, math.inf, False, True, r * s)
+    tol = max(rtol * float(b.norm()), atol / s)
     eps = torch.finfo(b.dtype).eps
     it, breakdown, mu_max = 0, False, 0.0
     if rnorm > tol and max_iter > 0:
@@ -196,15 +211,15 @@ def cg(
                 break
             p.mul_(rz_new / rz).add_(z)
             rz = rz_new
-    step = x if x0 is None else x - x0
+    step = x if x0 is None else x - x0 / s
     diverged = it > 0 and eps * mu_max * float(step.norm()) > r0norm
     return CGResult(
-        x=x,
+        x=x * s,
         iterations=it,
-        residual_norm=rnorm,
+        residual_norm=rnorm * s,
         converged=rnorm <= tol and not diverged,
         breakdown=breakdown,
-        residual=r,
+        residual=r * s,
         diverged=diverged,
     )
 
