@@ -63,14 +63,15 @@ def outcome(bad: Iterable[str], call: Callable[[], Any]) -> Any:
     return call()
 
 
-def may_refuse(call: Callable[[], Any], name: str) -> Any:
-    """A call that may legitimately refuse, naming ``name`` (e.g. a singular matrix with
-    ``damping=0``): returns its result, or None after checking the message."""
+def may_refuse(call: Callable[[], Any], names: str | Iterable[str]) -> Any:
+    """A call that may legitimately refuse, naming one of ``names`` (e.g. a singular matrix
+    with ``damping=0``): returns its result, or None after checking the message."""
+    names = {names} if isinstance(names, str) else set(names)
     try:
         return call()
     except (ValueError, TypeError) as err:
-        assert name in str(err), f"{type(err).__name__}({str(err)!r}) does not name {name}"
-        event(f"refused (allowed): {name}")
+        assert any(n in str(err) for n in names), f"{err!r} names none of {sorted(names)}"
+        event(f"refused (allowed): {', '.join(sorted(names))}")
         return None
 
 

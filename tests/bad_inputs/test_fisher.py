@@ -19,8 +19,10 @@ from bad_inputs.harness import (
     TOL,
     assert_finite,
     assert_matches,
+    may_refuse,
     outcome,
     properties,
+    refuses,
     special_tensor,
 )
 from natgrad.distributions import Bernoulli, Categorical, DiagGaussian
@@ -37,9 +39,10 @@ from natgrad.fisher import (
     subsample_batch,
     supports_mlp_fisher,
 )
-from natgrad.params import functional_model
+from natgrad.params import flatten, functional_model, unflatten
 
 DAMPINGS = [0.0, 1e-3, 1.0, 1e30, 1e300, -1.0, NAN, INF, True]
+FROM_X = {"batch", "inputs", "logits", "mean"}
 FAMILIES = ["categorical", "masked", "gaussian", "bernoulli"]
 KINDS = [
     "ggn", "ggn_nolin", "ggn_from", "kl_hessian", "klh_from", "empirical", "mlp", "by_name",
@@ -112,6 +115,7 @@ class Problem:
             return z
 
         jac = torch.autograd.functional.jacobian(outputs, flat)  # (N, out, P)
+        self.jac = jac
         total = torch.zeros(flat.numel(), flat.numel(), dtype=torch.float64)
         for n in range(x64.shape[0]):
             z = outputs(flat)[n]
@@ -181,6 +185,13 @@ def _operators(data, dtype, rows, family):
     else:
         if damping_bad(damping, dtype):
             bad.add("damping")
+        if kind.endswith("_from") and rows and xkind != "clean" and bad <= FROM_X:
+            # from_distribution never sees the batch: the distribution refuses the
+            # non-finite outputs, or (±inf Bernoulli logits are legal) the first product does
+            op = may_refuse(lambda: _build(kind, prob, x, y, damping), FROM_X)
+            if op is not None:
+                refuses(lambda: op.mv(torch.ones(op.dim, dtype=dtype)), {"batch"})
+            return
         op = outcome(bad, lambda: _build(kind, prob, x, y, damping))
         if op is None:
             return
@@ -206,6 +217,23 @@ def _operators(data, dtype, rows, family):
         assert_matches(op.kl_quadratic(v), half, dtype, scale=scale * vv.abs().sum() ** 2)
         assert_matches(kl_quadratic(op, v), half, dtype, scale=scale * vv.abs().sum() ** 2)
     outcome({"delta"} if vkind != "clean" else set(), lambda: op.kl_quadratic(v))
+    if hasattr(op, "jvp") and kind != "empirical":
+        vs = unflatten(v, op.params)
+        tangents = outcome({"vs"} if vkind != "clean" else set(), lambda: op.jvp(vs))
+        if tangents is not None:
+            jv = (prob.jac @ v.double()).split(prob.k, dim=-1)  # one block per output param
+            for t, r in zip(tangents, jv, strict=True):
+                assert_matches(
+                    t, r, dtype, scale=float(prob.jac.abs().sum()) * float(v.abs().max())
+                )
+            back = op.vjp(list(tangents))
+            jt = torch.einsum("nop,no->p", prob.jac, torch.cat([t.double() for t in tangents], -1))
+            assert_matches(
+                flatten(back),
+                jt,
+                dtype,
+                scale=float(prob.jac.abs().sum()) ** 2 * float(v.abs().max()),
+            )
     res = outcome({"b"} if vkind != "clean" else set(), lambda: op.solve(v, max_iter=50))
     if res is not None:
         assert_finite(res.x, res.residual_norm)

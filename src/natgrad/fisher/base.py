@@ -52,6 +52,31 @@ def check_batch(batch: Any, name: str = "batch") -> None:
             raise ValueError(f"{name} contains NaN or inf (a tensor of shape {tuple(t.shape)})")
 
 
+def finite_product(out: Tensor) -> Tensor:
+    """The product of finite arguments, refused if it is not finite (a non-finite Jacobian)."""
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            "the Fisher product of a finite vector is not finite: it overflows the dtype, or "
+            "the model's Jacobian at this batch holds inf or NaN (check the batch, the "
+            "parameters and the damping for huge values)"
+        )
+    return out
+
+
+def check_parts(name: str, tensors: Sequence[Tensor], like: Sequence[Tensor]) -> list[Tensor]:
+    """One finite tensor per entry of ``like``, shaped like it (``jvp``/``vjp`` arguments)."""
+    tensors = list(tensors)
+    if len(tensors) != len(like):
+        raise ValueError(f"{name} has {len(tensors)} tensors, expected {len(like)}")
+    for i, (t, ref) in enumerate(zip(tensors, like, strict=True)):
+        if not isinstance(t, Tensor) or t.shape != ref.shape:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name}[{i}] has shape {shape}, expected {tuple(ref.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}[{i}] contains NaN or inf")
+    return tensors
+
+
 def check_dist(dist: Any, name: str = "dist") -> None:
     """A natgrad Distribution with at least one batch element."""
     if not isinstance(dist, Distribution):
@@ -153,7 +178,7 @@ class FisherOperator(ABC):
     def mv(self, v: Tensor) -> Tensor:
         """The damped product ``(F + λI) v``."""
         self._check(v)
-        return self._damped(v)
+        return finite_product(self._damped(v))
 
     __call__ = mv
 
@@ -164,7 +189,7 @@ class FisherOperator(ABC):
     def kl_quadratic(self, delta: Tensor) -> Tensor:
         """``½ δᵀ F δ`` (undamped): the second-order estimate of ``KL(θ ‖ θ + δ)``."""
         self._check(delta, "delta")
-        return 0.5 * (delta @ self._mv(delta))
+        return 0.5 * (delta @ finite_product(self._mv(delta)))
 
     def dense(self) -> Tensor:
         """The damped matrix, built column by column from ``dim`` products (small models only)."""

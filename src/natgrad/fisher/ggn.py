@@ -9,7 +9,15 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import ModelFn, _AutogradOperator, check_batch, check_dist, subsample_batch
+from natgrad.fisher.base import (
+    ModelFn,
+    _AutogradOperator,
+    check_batch,
+    check_dist,
+    check_parts,
+    finite_product,
+    subsample_batch,
+)
 from natgrad.params import flatten, unflatten
 
 
@@ -106,7 +114,16 @@ class GGNFisher(_AutogradOperator):
         self._lin_grads = [vjp[i] for i in self._lin_idx]
 
     def jvp(self, vs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-        """``J v``: the change of the distribution's parameters along ``v``."""
+        """``J v``: the change of the distribution's parameters along ``v`` (one finite
+        tensor per parameter)."""
+        return tuple(map(finite_product, self._jvp(check_parts("vs", vs, self.params))))
+
+    def vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
+        """``Jᵀ w``: pull an output-space cotangent back to the parameters (one finite
+        tensor per distribution parameter)."""
+        return [finite_product(g) for g in self._vjp(check_parts("ws", ws, self.dist.params))]
+
+    def _jvp(self, vs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         if not self.linearize:
             _, tangents = torch.func.jvp(self._jvp_fn, self._primals, tuple(vs))  # type: ignore[misc]
             return tuple(tangents)
@@ -114,14 +131,13 @@ class GGNFisher(_AutogradOperator):
             return tuple(torch.zeros_like(o) for o in self._outputs)
         return tuple(self._grad(self._lin_grads, self._dummies, [vs[i] for i in self._lin_idx]))
 
-    def vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
-        """``Jᵀ w``: pull an output-space cotangent back to the parameters."""
+    def _vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
         if not self.linearize:
             return list(self._vjp_fn(tuple(ws)))
         return self._grad(self._outputs, self._leaves_, list(ws))
 
     def _mv(self, v: Tensor) -> Tensor:
-        tangents = self.jvp(unflatten(v, self.params, "v"))
+        tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.dist.batch_size
         cot = [t * scale for t in self.dist.fisher_mv(tangents)]
-        return flatten(self.vjp(cot))
+        return flatten(self._vjp(cot))

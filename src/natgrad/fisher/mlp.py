@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import FisherOperator, _check_damping
+from natgrad.fisher.base import FisherOperator, _check_damping, check_parts, finite_product
 from natgrad.params import flatten, unflatten
 
 
@@ -126,7 +126,16 @@ class MLPFisher(FisherOperator):
         self.n = inputs.shape[0]
 
     def jvp(self, vs: list[Tensor]) -> tuple[Tensor, ...]:
-        """The change of the distribution's parameters along ``v`` (one tensor each)."""
+        """The change of the distribution's parameters along ``v`` (one finite tensor each)."""
+        return tuple(map(finite_product, self._jvp(check_parts("vs", vs, self.params))))
+
+    def vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
+        """Pull finite output-space cotangents back to the parameters."""
+        return [
+            finite_product(g) for g in self._vjp(tuple(check_parts("cots", cots, self.dist.params)))
+        ]
+
+    def _jvp(self, vs: list[Tensor]) -> tuple[Tensor, ...]:
         t: Tensor | None = None
         for k, ((w, _), h, d) in enumerate(zip(self.layers, self.acts, self.derivs, strict=True)):
             z = torch.addmm(vs[2 * k + 1], h, vs[2 * k].t())
@@ -138,8 +147,7 @@ class MLPFisher(FisherOperator):
             return (t, vs[-1].expand_as(t))
         return (t,)
 
-    def vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
-        """Pull output-space cotangents back to the parameters."""
+    def _vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
         u = cots[0]
         grads: list[Tensor] = []
         for k in range(len(self.layers) - 1, -1, -1):
@@ -157,7 +165,7 @@ class MLPFisher(FisherOperator):
         return out
 
     def _mv(self, v: Tensor) -> Tensor:
-        tangents = self.jvp(unflatten(v, self.params, "v"))
+        tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.n
         cots = tuple(c * scale for c in self.dist.fisher_mv(tangents))
-        return flatten(self.vjp(cots))
+        return flatten(self._vjp(cots))
