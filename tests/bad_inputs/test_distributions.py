@@ -93,6 +93,7 @@ def _multicategorical(data, dtype, rows):
     for chunk in torch.split(l64[:, : sum(nvec)], nvec, dim=-1):
         if rows and (chunk == -INF).all(-1).any():
             bad.add("logits")
+    outcome({"nvec"}, lambda: MultiCategorical(l64.to(dtype), [*nvec[:-1], nvec[-1] + 0.5]))
     m = outcome(bad, lambda: MultiCategorical(l64.to(dtype), nvec))
     if m is None:
         return

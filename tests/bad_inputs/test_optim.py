@@ -260,7 +260,7 @@ def _preconditioner(data, dtype, kind, rows):
     outcome({"xs"}, lambda: prec.quad(bad_xs))
     vbad = flatten(grads).clone()
     vbad[0] = NAN
-    outcome({"grads"}, lambda: prec.precondition(vbad))
+    outcome({"v"}, lambda: prec.precondition(vbad))
     twin = build()
     twin.load_state_dict(prec.state_dict())
     assert torch.equal(flatten(twin.solve(grads)), flatten(xs))

@@ -173,9 +173,12 @@ class MultiCategorical(Distribution):
     def __init__(self, logits: Tensor, nvec: Sequence[int]) -> None:
         logits = as_tensor_param("logits", logits)
         try:
-            nvec = [int(n) for n in nvec]
+            sizes = [int(n) for n in nvec]
         except (TypeError, ValueError):
             raise ValueError(f"nvec must be a list of positive ints, got {nvec!r}") from None
+        if any(isinstance(n, bool) or n != k for n, k in zip(nvec, sizes, strict=True)):
+            raise ValueError(f"nvec must be a list of positive ints, got {list(nvec)!r}")
+        nvec = sizes
         if not nvec or min(nvec) < 1:
             raise ValueError(f"nvec must be a non-empty list of positive sizes, got {nvec}")
         if logits.dim() < 1 or logits.shape[-1] != sum(nvec):

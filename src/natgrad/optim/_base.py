@@ -224,7 +224,10 @@ class Preconditioner(ABC):
     def precondition(self, v: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
         """The flat-vector form of :meth:`solve`, e.g. a CG preconditioner ``r ↦ M⁻¹ r``."""
         like = self.params if params is None else self._check_params(params)
-        return flatten(self.solve(unflatten(v, like, "v"), params))
+        parts = unflatten(v, like, "v")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("v contains NaN or inf; pass a finite vector")
+        return flatten(self.solve(parts, params))
 
     def quad(self, xs: Sequence[Tensor], params: Sequence[Tensor] | None = None) -> Tensor:
         """Undamped ``xᵀ F̂ x``; ``½ xᵀF̂x`` is the predicted KL of the step ``x``."""
