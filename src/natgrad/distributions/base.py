@@ -75,6 +75,12 @@ class Distribution(ABC):
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """Multiply each batch element's output-space Fisher by ``tangents``."""
 
+    def fisher_mv_unchecked(self, tangents: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """:meth:`fisher_mv` without checking ``tangents``, for callers that did (the Fisher
+        operators, whose tangents are ``J v`` of a checked ``v``; the checks cost about 8%
+        of a 64×64 MLP's Fisher product at batch 2048).  Defaults to :meth:`fisher_mv`."""
+        return self.fisher_mv(tangents)
+
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """A reparameterised sample; only families with a reparameterisation have one."""
         raise NotImplementedError(f"{type(self).__name__} has no reparameterised sample")

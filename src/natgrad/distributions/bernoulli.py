@@ -122,5 +122,8 @@ class Bernoulli(Distribution):
         return (p * pos + q * neg).sum(-1)
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
-        (u,) = check_tangents(self, tangents)
+        return self.fisher_mv_unchecked(check_tangents(self, tangents))
+
+    def fisher_mv_unchecked(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
+        (u,) = tangents
         return (self.probs * torch.sigmoid(-self.logits) * u,)

@@ -151,7 +151,10 @@ class Categorical(Distribution):
         return (p * (lp.masked_fill(off, 0.0) - lq.masked_fill(off, 0.0))).sum(-1)
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
-        (u,) = check_tangents(self, tangents)
+        return self.fisher_mv_unchecked(check_tangents(self, tangents))
+
+    def fisher_mv_unchecked(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
+        (u,) = tangents
         p = self.probs
         pu = p * u
         return (pu - p * pu.sum(-1, keepdim=True),)
@@ -225,7 +228,10 @@ class MultiCategorical(Distribution):
         return sum(a.kl(b) for a, b in zip(self.parts, other.parts, strict=True))  # type: ignore[return-value]
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
-        (u,) = check_tangents(self, tangents)
+        return self.fisher_mv_unchecked(check_tangents(self, tangents))
+
+    def fisher_mv_unchecked(self, tangents: Sequence[Tensor]) -> tuple[Tensor]:
+        (u,) = tangents
         chunks = torch.split(u, list(self.nvec), dim=-1)
-        out = [c.fisher_mv([ui])[0] for c, ui in zip(self.parts, chunks, strict=True)]
+        out = [c.fisher_mv_unchecked([ui])[0] for c, ui in zip(self.parts, chunks, strict=True)]
         return (torch.cat(out, dim=-1),)

@@ -139,5 +139,5 @@ class GGNFisher(_AutogradOperator):
     def _mv(self, v: Tensor) -> Tensor:
         tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.dist.batch_size
-        cot = [t * scale for t in self.dist.fisher_mv(tangents)]
+        cot = [t * scale for t in self.dist.fisher_mv_unchecked(tangents)]
         return flatten(self._vjp(cot))

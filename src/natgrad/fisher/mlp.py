@@ -153,5 +153,5 @@ class MLPFisher(FisherOperator):
     def _mv(self, v: Tensor) -> Tensor:
         tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.n
-        cots = tuple(c * scale for c in self.dist.fisher_mv(tangents))
+        cots = tuple(c * scale for c in self.dist.fisher_mv_unchecked(tangents))
         return flatten(self._vjp(cots))
