@@ -87,12 +87,13 @@ class KFACBlock:
         cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=0, stride=m.stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
-    def input_rows(self) -> Tensor:
-        """``ã`` for every captured row: ``(R, a_dim)``."""
+    def input_rows(self, inputs: list[Tensor] | None = None) -> Tensor:
+        """``ã`` for every captured row (or every row of ``inputs``): ``(R, a_dim)``."""
+        inputs = self.inputs if inputs is None else inputs
         if self.conv:
-            parts = [self._patches(x) for x in self.inputs]
+            parts = [self._patches(x) for x in inputs]
         else:
-            parts = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in self.inputs]
+            parts = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in inputs]
         rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         if not self.has_weight:
             rows = rows[:, :0]

@@ -1,0 +1,114 @@
+"""Data parallelism for the optimisers: sums over ranks with ``torch.distributed``.
+
+Under ``torch.nn.parallel.DistributedDataParallel`` every rank holds the same
+parameters and, after ``loss.backward()``, the same gradient: the mean of the
+ranks' gradients.  The curvature estimates are linear in the batch, so they
+combine the same way:
+
+* **K-FAC and diagonal statistics** are kept as *sums* over the rows seen
+  (``Σ ã ãᵀ``, ``Σ g gᵀ``, per-example ``Σ ĝ²``) together with their counts;
+  summing both over ranks and dividing gives exactly the average over the
+  whole (global) batch, however it is split.
+* **Fisher-vector products and gradients** for the conjugate-gradient modes
+  are averaged over ranks: ``F v = (1/N) Σ_r F_r v`` is the Fisher of the
+  global batch when the N shards are of equal size (as DDP's gradient mean
+  already assumes).
+
+Each reduction is one ``all_reduce`` of one flat buffer.  Nothing here runs
+when ``torch.distributed`` is not initialised or the world has one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch import distributed as dist
+
+from natgrad.fisher import FisherOperator
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
+def all_reduce_sum_(tensors: Sequence[Tensor]) -> None:
+    """Sum ``tensors`` over ranks in place, as one flat buffer (one collective call)."""
+    if world()[1] == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    pos = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[pos : pos + n].view_as(t))
+        pos += n
+
+
+def all_reduce_mean(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The mean over ranks of each tensor (new tensors; the inputs are left alone)."""
+    out = [t.detach().clone() for t in tensors]
+    size = world()[1]
+    if size > 1:
+        all_reduce_sum_(out)
+        for t in out:
+            t.div_(size)
+    return out
+
+
+def check_same_on_all_ranks(values: Sequence[int], what: str) -> None:
+    """Raise ``ValueError`` unless every rank passes the same integers.
+
+    Two small collective calls (max and min); used once, before the first
+    reduction, so that ranks that built different models fail with a message
+    instead of hanging or mixing statistics of different layers.
+    """
+    rank, size = world()
+    if size == 1:
+        return
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        local = local.cuda()
+    hi, lo = local.clone(), local.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    if not torch.equal(hi, lo):
+        raise ValueError(
+            f"the ranks disagree on {what}: rank {rank} has {list(values)}, but across the "
+            f"{size} ranks the values range from {lo.int().tolist()} to {hi.int().tolist()}; "
+            "build the same model (and the same preconditioner settings) on every rank"
+        )
+
+
+class AllReducedFisher(FisherOperator):
+    """``v ↦ (1/N) Σ_r F_r v``: a rank-local Fisher operator averaged over ``N`` ranks.
+
+    Every rank must call :meth:`mv` the same number of times with the same
+    vector (conjugate gradient does, given the same right-hand side).
+    """
+
+    def __init__(self, local: FisherOperator) -> None:
+        self.local = local
+        self.dim = local.dim
+        self.dtype = local.dtype
+        self.damping = local.damping
+
+    def _mv(self, v: Tensor) -> Tensor:
+        return all_reduce_mean([self.local._mv(v)])[0]
+
+
+def distributed_operator(op: FisherOperator) -> FisherOperator:
+    """``op`` averaged over ranks under ``torch.distributed``, else ``op`` itself."""
+    return AllReducedFisher(op) if world()[1] > 1 else op
