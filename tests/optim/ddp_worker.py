@@ -151,7 +151,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             likelihood="categorical",
             fisher_options={"unsupported": "diag"},
         )
-        res["err_ngd_kfac"] = _error(lambda: ng.step(lambda: (F.cross_entropy(plain(x), y), plain(x))))
+        res["err_ngd_kfac"] = _error(
+            lambda: ng.step(lambda: (F.cross_entropy(plain(x), y), plain(x)))
+        )
     finally:
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
         dist.destroy_process_group()

@@ -73,13 +73,12 @@ class Capture:
         self.calls: list[Call] = []
         self.forwards = 0
         self.saw_backward = False
-        self._handles = [
-            model.register_forward_pre_hook(self._open),
-            model.register_forward_hook(self._close),
-        ]
+        self._handles = [model.register_forward_pre_hook(self._open)]
         for i, b in enumerate(blocks):
             hook = partial(self._record, i)
             self._handles.append(b.module.register_forward_hook(hook, with_kwargs=True))
+        # After the layers' hooks: the model may itself be a supported layer.
+        self._handles.append(model.register_forward_hook(self._close))
 
     def remove(self) -> None:
         """Remove every hook from the model."""

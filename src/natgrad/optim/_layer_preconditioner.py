@@ -171,13 +171,14 @@ class LayerPreconditioner(ABC):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         self.model = unwrap(model)
         self.blocks: list[KFACBlock]
-        self.blocks, self.skipped = find_blocks(self.model, tuple(skip_layers), name)
-        if self.skipped:
+        self.blocks, unsupported, listed = find_blocks(self.model, tuple(skip_layers), name)
+        if unsupported:
             warnings.warn(
-                f"{name} leaves the gradients of {', '.join(self.skipped)} unchanged (not a "
-                "supported layer); pass skip_layers=[...] for these to silence this",
+                f"{name} leaves the gradients of {', '.join(unsupported)} unchanged (not a "
+                "supported layer); list them in skip_layers=[...] to silence this",
                 stacklevel=3,
             )
+        self.skipped = unsupported + listed
         self.params = [p for b in self.blocks for p in b.params]
         self.fisher = fisher
         self.likelihood = likelihood
@@ -283,7 +284,9 @@ class LayerPreconditioner(ABC):
                 f"the {name} was made (a copy, or a wrapper such as FSDP that flattens them); "
                 "make the preconditioner from the module whose parameters the optimiser steps"
                 if calls
-                else "call loss.backward() before precond.step()"
+                else "call loss.backward() before precond.step() (on the model given to the "
+                "preconditioner: if that model was copied after the preconditioner was made, "
+                "make the preconditioner from the copy you train)"
             )
             raise ValueError(f"{name}.step(): no preconditioned parameter has a gradient; {why}")
         if calls and not saw_backward:

@@ -152,7 +152,7 @@ def make_block(path: str, module: nn.Module) -> KFACBlock | None:
 
 def find_blocks(
     model: nn.Module, skip_layers: Sequence[str], owner: str
-) -> tuple[list[KFACBlock], list[str]]:
+) -> tuple[list[KFACBlock], list[str], list[str]]:
     """One block per supported module with trainable parameters, and the others' names.
 
     Args:
@@ -161,11 +161,16 @@ def find_blocks(
             (``"Linear"``) to leave alone.
         owner: The class name used in error messages.
 
+    Returns:
+        The blocks, the unsupported modules and the modules left out by ``skip_layers``
+        (as ``"'path' (Type)"``).
+
     Raises:
         ValueError: a parameter belongs to two modules, or no module is supported.
     """
     blocks: list[KFACBlock] = []
     skipped: list[str] = []
+    listed: list[str] = []
     claimed: set[int] = set()
     for path, module in model.named_modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -179,20 +184,21 @@ def find_blocks(
                 )
             claimed.add(id(p))
         name = f"'{path or '<root>'}' ({type(module).__name__})"
-        block = None
-        if path not in skip_layers and type(module).__name__ not in skip_layers:
-            block = make_block(path, module)
+        if path in skip_layers or type(module).__name__ in skip_layers:
+            listed.append(name)
+            continue
+        block = make_block(path, module)
         if block is None:
             skipped.append(name)
         else:
             blocks.append(block)
     if not blocks:
-        found = ", ".join(skipped) if skipped else "none"
+        found = ", ".join(skipped + listed) if skipped or listed else "none"
         raise ValueError(
             f"{owner} found no layer it can precondition in the {type(model).__name__}: it "
             f"supports {SUPPORTED}; modules with trainable parameters: {found}"
         )
-    return blocks, skipped
+    return blocks, skipped, listed
 
 
 def _example_rows(block: KFACBlock, x: Tensor) -> Tensor:
