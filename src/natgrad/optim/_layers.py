@@ -53,13 +53,10 @@ class Conv1dBlock(KFACBlock):
         if any(pad):
             mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
             x = F.pad(x, pad, mode=mode)
-        cols = F.unfold(
-            x.unsqueeze(2),
-            (1, m.kernel_size[0]),
-            dilation=(1, m.dilation[0]),
-            stride=(1, m.stride[0]),
-        )
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        (k,), (d,), (s,) = m.kernel_size, m.dilation, m.stride
+        # A strided view (batch, channels, positions, k), copied once into rows.
+        win = x.unfold(2, (k - 1) * d + 1, s)[..., ::d]
+        return win.permute(0, 2, 1, 3).reshape(-1, win.shape[1] * k)
 
     def output_rows(self, g: Tensor) -> Tensor:
         if g.dim() == 2:

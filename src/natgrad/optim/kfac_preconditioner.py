@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from natgrad.distributions import Distribution
 from natgrad.optim._base import Damping
 from natgrad.optim._capture import Call
+from natgrad.optim._kfac_block import KFACBlock
 from natgrad.optim._layer_preconditioner import LayerPreconditioner, _check_every
 from natgrad.optim._layers import EmbeddingBlock
 
@@ -55,6 +56,20 @@ __all__ = ["KFACPreconditioner"]
 
 def _ema(old: Tensor | None, new: Tensor, decay: float) -> Tensor:
     return new if old is None else old.mul_(decay).add_(new, alpha=1.0 - decay)
+
+
+def _input_moments(block: KFACBlock, xs: list[Tensor]) -> tuple[Tensor, int]:
+    """``Σ ã ãᵀ`` and the row count, the bias's row and column from sums (no padded copy)."""
+    a = block.input_rows(xs, bias_column=False)
+    if not block.has_bias:
+        return a.T @ a, a.shape[0]
+    k = a.shape[1]
+    out = a.new_empty(k + 1, k + 1)
+    if k:
+        torch.matmul(a.T, a, out=out[:k, :k])
+    s = a.sum(0)
+    out[:k, k], out[k, :k], out[k, k] = s, s, a.shape[0]
+    return out, a.shape[0]
 
 
 class KFACPreconditioner(LayerPreconditioner):
@@ -148,8 +163,7 @@ class KFACPreconditioner(LayerPreconditioner):
                         gr = b.output_rows(g)[keep]
                         g_sum.addmm_(gr.T, gr)
             else:
-                a = b.input_rows([c.x for c in mine])
-                a_sum, rows = a.T @ a, a.shape[0]
+                a_sum, rows = _input_moments(b, [c.x for c in mine])
                 for c in mine:
                     for g in c.gs:
                         gr = b.output_rows(g)
