@@ -1,0 +1,421 @@
+"""Benchmark: epochs and wall time to a target test accuracy, as a K-FAC user measures it.
+
+Two tasks, no download (``bench/data.py``):
+
+* ``mnist1d_cnn``: MNIST-1D (Greydanus 2020; ``mnist1d.make_dataset``
+  defaults, 4,000 train / 1,000 test signals of length 40), a 1-D CNN
+  (three ``Conv1d`` of 32 channels, kernel 5, the last two with stride 2,
+  ReLU, then ``Linear(320, 10)``); target 90 % test accuracy; 30 epochs.
+* ``digits_mlp``: sklearn's 8×8 digits, the 64-64-64-10 tanh MLP of
+  ``bench/optim.py``; target 95 %; 30 epochs.
+
+Arms (:data:`ARMS`; add an entry to compare another optimiser):
+
+* ``sgd``: SGD, momentum 0.9;
+* ``adam``: Adam, torch's default betas;
+* ``kfac``: :class:`natgrad.optim.KFACPreconditioner` in front of SGD with
+  momentum 0.9 (kfac-pytorch's usual pairing): true Fisher (one sampled
+  target per input), damping 1e-2, factor decay 0.95, factors every 5 steps
+  and inverses every 10, KL clip 1e-3 (kfac-pytorch's default);
+* ``ngd_ggn``: :class:`natgrad.optim.NaturalGradient` with the exact Fisher
+  (GGN) by 10 CG iterations, damping 1e-2.  On MNIST-1D it trains for 10
+  epochs only (a step costs ~20 Adam steps there).
+
+Natural-gradient VI (issue 13, item 3) is not an arm yet: it is being written
+on another branch; once it is in ``natgrad.vi``, add it to :data:`ARMS`.
+
+Protocol (the same for every arm): only the learning rate is tuned, over 5
+log-spaced values (2 with ``--quick``), on a validation split of the training
+rows (``data.validation_split``, tuning seed 100): fewest epochs to the
+target, ties broken by the final validation accuracy.  Then 3 seeds (0, 1, 2;
+the same initialisation per seed for every arm) train on the full training
+split, evaluated on the test split after every epoch.  Minibatches of 128,
+one torch thread.  Reported: epochs and training wall time (evaluation
+excluded) to the target, final accuracy, and the **time per step** measured
+in a separate phase where all arms step round-robin on the same batches
+(robust to background load; the mean over 200 steps, so K-FAC's periodic
+factor and inverse updates are included).
+
+Usage::
+
+    python bench/optim_targets.py --out bench/results/optim_targets.json \\
+        --plot docs/img/optim_targets.png
+    python bench/optim_targets.py --quick            # a smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import Split, digits, mnist1d, validation_split  # noqa: E402
+
+from natgrad.optim import KFACPreconditioner, NaturalGradient  # noqa: E402
+
+Step = Callable[[Tensor, Tensor], None]
+TUNE_SEED = 100
+BATCH = 128
+
+
+@dataclass(frozen=True)
+class Task:
+    """A data set, a model and a target accuracy."""
+
+    title: str
+    load: Callable[[], Split]
+    model: Callable[[], nn.Module]
+    target: float
+    epochs: int
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv1d(1, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(32, 32, 5, padding=2, stride=2),
+        nn.ReLU(),
+        nn.Conv1d(32, 32, 5, padding=2, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(320, 10),
+    )
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)
+    )
+
+
+TASKS = {
+    "mnist1d_cnn": Task("MNIST-1D, 1-D CNN", mnist1d, _cnn, 0.90, 30),
+    "digits_mlp": Task("digits, MLP 64-64-64", digits, _mlp, 0.95, 30),
+}
+
+
+def _first_order(opt: torch.optim.Optimizer, model: nn.Module) -> Step:
+    def step(x: Tensor, y: Tensor) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def make_sgd(model: nn.Module, lr: float) -> Step:
+    return _first_order(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), model)
+
+
+def make_adam(model: nn.Module, lr: float) -> Step:
+    return _first_order(torch.optim.Adam(model.parameters(), lr=lr), model)
+
+
+def make_kfac(model: nn.Module, lr: float, update_factors_every: int = 5) -> Step:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    precond = KFACPreconditioner(
+        model,
+        likelihood="categorical",
+        damping=1e-2,
+        factor_decay=0.95,
+        update_factors_every=update_factors_every,
+        inv_update_every=10,
+        kl_clip=1e-3,
+        lr=lr,
+        seed=0,
+    )
+
+    def step(x: Tensor, y: Tensor) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        precond.step()
+        opt.step()
+
+    return step
+
+
+def make_ngd_ggn(model: nn.Module, lr: float) -> Step:
+    opt = NaturalGradient(
+        model.parameters(), lr=lr, damping=1e-2, cg_iters=10, likelihood="categorical"
+    )
+
+    def step(x: Tensor, y: Tensor) -> None:
+        def closure():
+            logits = model(x)
+            return F.cross_entropy(logits, y), logits
+
+        opt.step(closure)
+
+    return step
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An optimiser: how to build its step, its learning-rate grid, and epoch caps."""
+
+    label: str
+    make: Callable[[nn.Module, float], Step]
+    grid: list[float]
+    quick_grid: list[float]
+    max_epochs: dict[str, int] = field(default_factory=dict)
+
+
+ARMS = {
+    "sgd": Arm("SGD + momentum", make_sgd, [0.01, 0.03, 0.1, 0.3, 1.0], [0.03, 0.1]),
+    "adam": Arm("Adam", make_adam, [3e-4, 1e-3, 3e-3, 1e-2, 3e-2], [1e-3, 3e-3]),
+    "kfac": Arm("K-FAC preconditioning SGD", make_kfac, [0.01, 0.03, 0.1, 0.3, 1.0], [0.1, 0.3]),
+    "ngd_ggn": Arm(
+        "NaturalGradient (GGN + CG)",
+        make_ngd_ggn,
+        [0.03, 0.1, 0.3, 1.0, 3.0],
+        [0.3, 1.0],
+        {"mnist1d_cnn": 10},
+    ),
+}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    acc = float((model(x).argmax(-1) == y).float().mean())
+    return acc if np.isfinite(acc) else 0.0
+
+
+def train(
+    task: Task, arm: Arm, lr: float, seed: int, data: Split, epochs: int, stop: bool = False
+) -> dict[str, Any]:
+    """Accuracy on ``data``'s test rows and the training time, after every epoch."""
+    torch.manual_seed(seed)
+    model = task.model()
+    step = arm.make(model, lr)
+    gen = torch.Generator().manual_seed(seed)
+    accs, times, elapsed = [], [], 0.0
+    n = len(data.x_train)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        t0 = time.perf_counter()
+        for start in range(0, n, BATCH):
+            idx = perm[start : start + BATCH]
+            step(data.x_train[idx], data.y_train[idx])
+        elapsed += time.perf_counter() - t0
+        accs.append(accuracy(model, data.x_test, data.y_test))
+        times.append(elapsed)
+        if stop and accs[-1] >= task.target:
+            break
+    hit = next((i for i, a in enumerate(accs) if a >= task.target), None)
+    return {
+        "acc": accs,
+        "time": times,
+        "epochs_to_target": None if hit is None else hit + 1,
+        "wall_s_to_target": None if hit is None else times[hit],
+    }
+
+
+def tune(task: Task, arm: Arm, grid: list[float], data: Split, epochs: int) -> dict[str, Any]:
+    """The lr with the fewest epochs to the target on the validation split."""
+    val = validation_split(data, seed=TUNE_SEED)
+    scores = {}
+    for lr in grid:
+        r = train(task, arm, lr, TUNE_SEED, val, epochs, stop=True)
+        ep = r["epochs_to_target"]
+        scores[lr] = (epochs + 1 if ep is None else ep, -r["acc"][-1])
+    best = min(grid, key=lambda lr: scores[lr])
+    return {"lr": best, "epochs_by_lr": {str(k): v[0] for k, v in scores.items()}}
+
+
+def time_steps(
+    task: Task, lrs: dict[str, float], data: Split, n_steps: int
+) -> dict[str, dict[str, float]]:
+    """Mean and median step time (ms) per arm, all arms stepping round-robin on the same batches.
+
+    Also times K-FAC with its factors updated at every step (``kfac_every_step``).
+    """
+    steps: dict[str, Step] = {}
+    for name, lr in lrs.items():
+        torch.manual_seed(0)
+        steps[name] = ARMS[name].make(task.model(), lr)
+    if "kfac" in lrs:
+        torch.manual_seed(0)
+        steps["kfac_every_step"] = make_kfac(task.model(), lrs["kfac"], update_factors_every=1)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    gen = torch.Generator().manual_seed(0)
+    warmup = min(10, n_steps)
+    for i in range(n_steps + warmup):
+        idx = torch.randint(0, len(data.x_train), (BATCH,), generator=gen)
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step(xb, yb)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {
+        name: {
+            "mean_ms": round(1e3 * statistics.fmean(t), 4),
+            "median_ms": round(1e3 * statistics.median(t), 4),
+        }
+        for name, t in times.items()
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median counting a miss (None) as +inf; None if the median itself is a miss."""
+    m = statistics.median(float("inf") if v is None else float(v) for v in values)
+    return None if m == float("inf") else m
+
+
+def run_task(
+    name: str,
+    quick: bool,
+    seeds: list[int],
+    arms: list[str],
+    epochs: int | None = None,
+    max_train: int | None = None,
+    timing_steps: int | None = None,
+) -> dict[str, Any]:
+    """Tune, train and time every arm on one task."""
+    task = TASKS[name]
+    data = task.load()
+    if max_train is not None:
+        data = data._replace(x_train=data.x_train[:max_train], y_train=data.y_train[:max_train])
+    epochs = (4 if quick else task.epochs) if epochs is None else epochs
+    out: dict[str, Any] = {"title": task.title, "target": task.target, "arms": {}}
+    for arm_name in arms:
+        arm = ARMS[arm_name]
+        cap = min(epochs, arm.max_epochs.get(name, epochs))
+        tuned = tune(task, arm, arm.quick_grid if quick else arm.grid, data, cap)
+        runs = [train(task, arm, tuned["lr"], s, data, cap) for s in seeds]
+        wall = _median([r["wall_s_to_target"] for r in runs])
+        out["arms"][arm_name] = {
+            "label": arm.label,
+            "lr": tuned["lr"],
+            "tuning_epochs_by_lr": tuned["epochs_by_lr"],
+            "epochs": cap,
+            "epochs_to_target": _median([r["epochs_to_target"] for r in runs]),
+            "epochs_to_target_per_seed": [r["epochs_to_target"] for r in runs],
+            "wall_s_to_target": None if wall is None else round(wall, 3),
+            "final_test_acc": round(float(np.mean([r["acc"][-1] for r in runs])), 4),
+            "curve_acc": np.mean([r["acc"] for r in runs], axis=0).round(4).tolist(),
+            "curve_time_s": np.mean([r["time"] for r in runs], axis=0).round(3).tolist(),
+        }
+    lrs = {a: out["arms"][a]["lr"] for a in arms}
+    timing = time_steps(task, lrs, data, timing_steps or (20 if quick else 200))
+    out["step_ms_interleaved"] = timing
+    if "kfac" in timing and "adam" in timing:
+        adam = timing["adam"]["mean_ms"]
+        out["kfac_step_over_adam"] = round(timing["kfac"]["mean_ms"] / adam, 3)
+        out["kfac_every_step_over_adam"] = round(timing["kfac_every_step"]["mean_ms"] / adam, 3)
+        inf = float("inf")
+        kfac_ep = out["arms"]["kfac"]["epochs_to_target"] or inf
+        adam_ep = out["arms"]["adam"]["epochs_to_target"] or inf
+        out["targets"] = {
+            "kfac_fewer_epochs_than_adam": kfac_ep < adam_ep,
+            "kfac_step_le_2x_adam": out["kfac_step_over_adam"] <= 2.0,
+        }
+    return out
+
+
+def run(
+    quick: bool = False,
+    *,
+    tasks: list[str] | None = None,
+    arms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    plot: str | None = None,
+    threads: int = 1,
+    epochs: int | None = None,
+    max_train: int | None = None,
+    timing_steps: int | None = None,
+) -> dict[str, Any]:
+    """Every task and arm; returns all figures (and saves the plot when asked).
+
+    ``epochs``, ``max_train`` (training rows) and ``timing_steps`` shrink the run
+    further than ``quick`` (the test suite uses them).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        seeds = ([0] if quick else [0, 1, 2]) if seeds is None else seeds
+        arms = list(ARMS) if arms is None else arms
+        out: dict[str, Any] = {
+            "benchmark": "optim_targets",
+            "quick": quick,
+            "seeds": seeds,
+            "batch": BATCH,
+            "threads": threads,
+            "tasks": {
+                t: run_task(t, quick, seeds, arms, epochs, max_train, timing_steps)
+                for t in (tasks or list(TASKS))
+            },
+        }
+        out["total_s"] = round(time.perf_counter() - t0, 1)
+    finally:
+        torch.set_num_threads(before)
+    if plot:
+        save_plot(out, plot)
+    return out
+
+
+def save_plot(out: dict[str, Any], path: str) -> None:
+    """Test accuracy against training wall time, one panel per task (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = out["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, res in zip(axes[0], tasks.values()):
+        for arm in res["arms"].values():
+            ax.plot(arm["curve_time_s"], arm["curve_acc"], marker=".", label=arm["label"])
+        ax.axhline(res["target"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("training wall time (s, one CPU thread)")
+        ax.set_ylabel(f"test accuracy (mean over {len(out['seeds'])} seeds)")
+        ax.set_ylim(max(0.0, res["target"] - 0.25), 1.0)
+        ax.set_title(res["title"])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 4 epochs, 2-point grids")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: all")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all")
+    parser.add_argument("--seeds", type=int, nargs="+", help="evaluation seeds (default 0 1 2)")
+    parser.add_argument("--plot", metavar="PNG", help="save accuracy-vs-time curves")
+    parser.add_argument("--out", metavar="JSON", help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    out = run(
+        args.quick,
+        tasks=args.tasks,
+        arms=args.arms,
+        seeds=args.seeds,
+        plot=args.plot,
+        threads=args.threads,
+    )
+    text = json.dumps(out)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
