@@ -46,24 +46,15 @@ def shard(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def train_preconditioned(
-    kind: str, fisher: str, rank: int = 0, world: int = 1, ddp: bool = False
+    kind: str, fisher: str, rank: int = 0, world: int = 1, ddp: bool = False, **options: Any
 ) -> dict[str, Any]:
     """SGD + momentum preconditioned by K-FAC or the diagonal; grads and params at every step."""
     model = make_model()
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if ddp else model
     cls = KFACPreconditioner if kind == "kfac" else DiagonalPreconditioner
-    extra = {"inv_update_every": 2} if kind == "kfac" else {}
-    precond = cls(
-        net,
-        likelihood="categorical",
-        fisher=fisher,
-        damping=1e-2,
-        factor_decay=0.9,
-        kl_clip=1e-3,
-        lr=0.1,
-        seed=0,
-        **extra,
-    )
+    extra = {"inv_update_every": 2, **options} if kind == "kfac" else options
+    settings = {"damping": 1e-2, "factor_decay": 0.9, "kl_clip": 1e-3, "lr": 0.1, **extra}
+    precond = cls(net, likelihood="categorical", fisher=fisher, seed=0, **settings)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     grads, scales, first_A = [], [], []
     for step in range(STEPS):
@@ -133,6 +124,14 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             for fisher in ("expectation", "empirical"):
                 res[f"{kind}_{fisher}"] = train_preconditioned(kind, fisher, rank, world, ddp=True)
         res["kfac_true"] = train_preconditioned("kfac", "true", rank, world, ddp=True)
+        res["kfac_kaisa"] = train_preconditioned(
+            "kfac", "expectation", rank, world, ddp=True, distribute_inverses=True
+        )
+        res["err_inverse"] = _error(
+            lambda: train_preconditioned(
+                "kfac", "empirical", rank, world, ddp=True, distribute_inverses=True, damping=0.0
+            )
+        )
         res["ngd_ggn"] = train_natural_gradient(rank, world, ddp=True)
         # No DDP: every rank keeps its own shard's gradient.
         plain = make_model()

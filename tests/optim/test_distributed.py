@@ -7,7 +7,9 @@ one process, on the whole batch.  Everything is float64 and compared at 1e-6.
 
 from __future__ import annotations
 
+import importlib
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +63,20 @@ def test_sampled_factors_agree_across_ranks_and_A_matches_one_process(ranks, flo
     assert not _close(a["grads"][0], ref["grads"][0])
 
 
+def test_inverses_spread_over_ranks_give_the_same_steps(ranks, float64):
+    ref = w.train_preconditioned("kfac", "expectation")
+    for res in ranks:
+        got = res["kfac_kaisa"]
+        for step in range(w.STEPS):
+            assert _close(got["grads"][step], ref["grads"][step])
+
+
+def test_a_failed_inverse_on_its_owner_is_raised_on_every_rank(ranks):
+    owner = [r for r in ranks if "K-FAC factor A of module '3' (Linear)" in r["err_inverse"]]
+    other = [r for r in ranks if "on the rank that inverts it" in r["err_inverse"]]
+    assert len(owner) == 1 and len(other) == 1
+
+
 def test_natural_gradient_ggn_two_ranks_equal_one_process(ranks, float64):
     ref = w.train_natural_gradient()
     for res in ranks:
@@ -86,3 +102,20 @@ def test_ranks_with_different_models_are_refused(ranks):
 def test_natural_gradient_kfac_under_distributed_is_refused(ranks):
     for res in ranks:
         assert "use fisher='ggn'" in res["err_ngd_kfac"]
+
+
+def test_owners_put_the_largest_jobs_on_the_least_loaded_rank():
+    from natgrad.optim._distributed import owners
+
+    assert owners([8.0, 1.0, 7.0, 2.0], 2) == [0, 0, 1, 1]  # loads 9 and 9
+    assert owners([1.0, 1.0, 1.0], 1) == [0, 0, 0]
+    assert owners([5.0, 5.0], 3) == [0, 1]
+
+
+@pytest.mark.slow  # a second spawn of 2 processes (~10 s of CPU)
+def test_kaisa_bench_runs_tiny(monkeypatch):
+    # On sys.path by name, so that the spawned ranks can import its worker.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    bench = importlib.import_module("kaisa")
+    out = bench.run(width=8, ranks=2, steps=1)
+    assert out["precond_step_ms_spread"] > 0 and out["precond_step_ms_all_ranks_invert"] > 0

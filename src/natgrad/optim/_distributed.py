@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch import distributed as dist
 
 from natgrad.fisher import FisherOperator
+from natgrad.optim._kfac_block import KFACBlock, KFACFactorError
 
 
 def world() -> tuple[int, int]:
@@ -112,3 +113,49 @@ class AllReducedFisher(FisherOperator):
 def distributed_operator(op: FisherOperator) -> FisherOperator:
     """``op`` averaged over ranks under ``torch.distributed``, else ``op`` itself."""
     return AllReducedFisher(op) if world()[1] > 1 else op
+
+
+def owners(costs: Sequence[float], size: int) -> list[int]:
+    """Assign jobs to ``size`` ranks, largest first to the least loaded (the same on every rank)."""
+    load = [0.0] * size
+    out = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        r = min(range(size), key=lambda r: (load[r], r))
+        out[i] = r
+        load[r] += costs[i]
+    return out
+
+
+def invert_on_owners(blocks: Sequence[KFACBlock], damping: float) -> None:
+    """K-FAC inverses computed once per layer, on the rank that owns it, then shared.
+
+    Each layer goes to one rank (:func:`owners`, by the cost ``a³ + g³`` of its
+    two inverses); that rank inverts it while the others write zeros, and one
+    ``all_reduce`` sums the inverses (and a failure flag) over ranks.  The
+    ``1/N`` share of the inversion work is paid for with one collective of all
+    the inverses.  A factor that fails to invert raises
+    :class:`~natgrad.optim.KFACFactorError` on every rank (no rank hangs).
+    """
+    rank, size = world()
+    assign = owners([float(b.a_dim**3 + b.out_dim**3) for b in blocks], size)
+    failed = torch.zeros(1, dtype=blocks[0].params[0].dtype, device=blocks[0].params[0].device)
+    error: KFACFactorError | None = None
+    for b, owner in zip(blocks, assign, strict=True):
+        if owner == rank and error is None:
+            try:
+                b.invert(damping)
+                continue
+            except KFACFactorError as err:
+                error, failed[0] = err, 1.0
+        assert b.A is not None and b.G is not None
+        b.A_inv, b.G_inv = torch.zeros_like(b.A), torch.zeros_like(b.G)
+    tensors = [failed] + [t for b in blocks for t in (b.A_inv, b.G_inv) if t is not None]
+    all_reduce_sum_(tensors)
+    if error is not None:
+        raise error
+    if float(failed) > 0:
+        raise KFACFactorError(
+            "a K-FAC factor is not positive definite (or not finite) on the rank that inverts "
+            "it (distribute_inverses=True); that rank's error names the layer; use a larger "
+            "damping"
+        )

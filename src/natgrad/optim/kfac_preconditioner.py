@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from natgrad.distributions import Distribution
 from natgrad.optim._base import Damping
 from natgrad.optim._capture import Call
+from natgrad.optim._distributed import invert_on_owners, world
 from natgrad.optim._kfac_block import KFACBlock
 from natgrad.optim._layer_preconditioner import LayerPreconditioner, _check_every
 from natgrad.optim._layers import EmbeddingBlock
@@ -97,6 +98,9 @@ class KFACPreconditioner(LayerPreconditioner):
             ``ν = min(1, sqrt(κ / (lr² gᵀ(F̂⊕λ)⁻¹g)))``; None (default) for no clipping.
         lr: The optimiser's learning rate (float, or a callable returning it) for the clip.
         skip_layers: Module paths or class names to leave unpreconditioned.
+        distribute_inverses: Under ``torch.distributed``, each rank inverts only
+            the layers assigned to it and the inverses are summed over ranks
+            (KAISA's idea, Pauloski et al. 2021); see :func:`invert_on_owners`.
         seed: Seed of the private generator of sampled targets (offset by the rank).
 
     Raises:
@@ -119,9 +123,14 @@ class KFACPreconditioner(LayerPreconditioner):
         kl_clip: float | None = None,
         lr: float | Callable[[], float] | None = None,
         skip_layers: Sequence[str] = (),
+        distribute_inverses: bool = False,
         seed: int | None = None,
     ) -> None:
         _check_every("inv_update_every", inv_update_every)
+        if not isinstance(distribute_inverses, bool):
+            raise ValueError(
+                f"distribute_inverses must be True or False, got {distribute_inverses!r}"
+            )
         super().__init__(
             model,
             likelihood=likelihood,
@@ -137,6 +146,7 @@ class KFACPreconditioner(LayerPreconditioner):
             seed=seed,
         )
         self.inv_update_every = inv_update_every
+        self.distribute_inverses = distribute_inverses
         self.inverse_damping: float | None = None
 
     def _statistics(self, calls: list[Call]) -> list[list[Tensor]]:
@@ -184,8 +194,11 @@ class KFACPreconditioner(LayerPreconditioner):
         changed = not callable(self.damping) and damping != self.inverse_damping
         if not (due or changed or any(b.A_inv is None for b in self.blocks)):
             return False
-        for b in self.blocks:
-            b.invert(damping)
+        if self.distribute_inverses and world()[1] > 1:
+            invert_on_owners(self.blocks, damping)
+        else:
+            for b in self.blocks:
+                b.invert(damping)
         self.inverse_damping = damping
         return True
 
