@@ -291,6 +291,7 @@ def run_task(
         data = data._replace(x_train=data.x_train[:max_train], y_train=data.y_train[:max_train])
     epochs = (4 if quick else task.epochs) if epochs is None else epochs
     out: dict[str, Any] = {"title": task.title, "target": task.target, "arms": {}}
+    out["train_rows"] = len(data.x_train)
     for arm_name in arms:
         arm = ARMS[arm_name]
         cap = min(epochs, arm.max_epochs.get(name, epochs))
@@ -323,6 +324,23 @@ def run_task(
             "kfac_fewer_epochs_than_adam": kfac_ep < adam_ep,
             "kfac_step_le_2x_adam": out["kfac_step_over_adam"] <= 2.0,
         }
+    return out
+
+
+def add_estimates(out: dict[str, Any]) -> dict[str, Any]:
+    """Time to the target at the interleaved step time: epochs × steps per epoch × mean step.
+
+    The measured ``wall_s_to_target`` of different arms come from runs made at
+    different moments, so background load skews their comparison; this estimate
+    uses the step times measured side by side instead.
+    """
+    for name, res in out["tasks"].items():
+        n = res.get("train_rows") or len(TASKS[name].load().x_train)
+        steps = -(-n // BATCH)
+        for arm_name, arm in res["arms"].items():
+            ep = arm["epochs_to_target"]
+            ms = res["step_ms_interleaved"][arm_name]["mean_ms"]
+            arm["est_s_to_target"] = None if ep is None else round(ep * steps * ms / 1e3, 3)
     return out
 
 
@@ -361,6 +379,7 @@ def run(
             },
         }
         out["total_s"] = round(time.perf_counter() - t0, 1)
+        add_estimates(out)
     finally:
         torch.set_num_threads(before)
     if plot:
@@ -401,7 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="save accuracy-vs-time curves")
     parser.add_argument("--out", metavar="JSON", help="also write the figures to this file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--estimate", metavar="JSON", help="add est_s_to_target to an earlier result file and stop"
+    )
     args = parser.parse_args(argv)
+    if args.estimate:
+        path = Path(args.estimate)
+        path.write_text(json.dumps(add_estimates(json.loads(path.read_text()))) + "\n")
+        return 0
     out = run(
         args.quick,
         tasks=args.tasks,

@@ -26,6 +26,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
         for arm in res["arms"].values():
             assert {"lr", "epochs_to_target", "wall_s_to_target", "final_test_acc"} <= set(arm)
             assert len(arm["curve_acc"]) == len(arm["curve_time_s"]) == 1
+            assert "est_s_to_target" in arm
         assert res["kfac_step_over_adam"] > 0 and res["kfac_every_step_over_adam"] > 0
         assert set(res["targets"]) == {"kfac_fewer_epochs_than_adam", "kfac_step_le_2x_adam"}
     assert (tmp_path / "c.png").stat().st_size > 0
