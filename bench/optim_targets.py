@@ -9,7 +9,7 @@ Two tasks, no download (``bench/data.py``):
 * ``digits_mlp``: sklearn's 8×8 digits, the 64-64-64-10 tanh MLP of
   ``bench/optim.py``; target 95 %; 30 epochs.
 
-Arms (:data:`ARMS`; add an entry to compare another optimiser):
+Arms (:data:`optim_arms.ARMS`; add an entry there to compare another optimiser):
 
 * ``sgd``: SGD, momentum 0.9;
 * ``adam``: Adam, torch's default betas;
@@ -22,7 +22,7 @@ Arms (:data:`ARMS`; add an entry to compare another optimiser):
   epochs only (a step costs ~20 Adam steps there).
 
 Natural-gradient VI (issue 13, item 3) is not an arm yet: it is being written
-on another branch; once it is in ``natgrad.vi``, add it to :data:`ARMS`.
+on another branch; once it is in ``natgrad.vi``, add it to ``ARMS``.
 
 Protocol (the same for every arm): only the learning rate is tuned, over 5
 log-spaced values (2 with ``--quick``), on a validation split of the training
@@ -40,7 +40,10 @@ Usage::
 
     python bench/optim_targets.py --out bench/results/optim_targets.json \\
         --plot docs/img/optim_targets.png
-    python bench/optim_targets.py --quick            # a smoke run, seconds
+    python bench/optim_targets.py --quick            # a smoke run, minutes
+
+``--cache FILE`` saves each arm's results as it finishes and reuses them on a
+rerun; ``--estimate FILE`` adds ``est_s_to_target`` to an earlier result file.
 """
 
 from __future__ import annotations
@@ -50,141 +53,20 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import Split, digits, mnist1d, validation_split  # noqa: E402
+from data import Split, validation_split  # noqa: E402
+from optim_arms import ARMS, TASKS, Arm, Step, Task, make_kfac  # noqa: E402
 
-from natgrad.optim import KFACPreconditioner, NaturalGradient  # noqa: E402
-
-Step = Callable[[Tensor, Tensor], None]
+__all__ = ["ARMS", "TASKS", "Arm", "Step", "Task", "run", "train", "tune"]
 TUNE_SEED = 100
 BATCH = 128
-
-
-@dataclass(frozen=True)
-class Task:
-    """A data set, a model and a target accuracy."""
-
-    title: str
-    load: Callable[[], Split]
-    model: Callable[[], nn.Module]
-    target: float
-    epochs: int
-
-
-def _cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 40)),
-        nn.Conv1d(1, 32, 5, padding=2),
-        nn.ReLU(),
-        nn.Conv1d(32, 32, 5, padding=2, stride=2),
-        nn.ReLU(),
-        nn.Conv1d(32, 32, 5, padding=2, stride=2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(320, 10),
-    )
-
-
-def _mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)
-    )
-
-
-TASKS = {
-    "mnist1d_cnn": Task("MNIST-1D, 1-D CNN", mnist1d, _cnn, 0.90, 30),
-    "digits_mlp": Task("digits, MLP 64-64-64", digits, _mlp, 0.95, 30),
-}
-
-
-def _first_order(opt: torch.optim.Optimizer, model: nn.Module) -> Step:
-    def step(x: Tensor, y: Tensor) -> None:
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return step
-
-
-def make_sgd(model: nn.Module, lr: float) -> Step:
-    return _first_order(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), model)
-
-
-def make_adam(model: nn.Module, lr: float) -> Step:
-    return _first_order(torch.optim.Adam(model.parameters(), lr=lr), model)
-
-
-def make_kfac(model: nn.Module, lr: float, update_factors_every: int = 5) -> Step:
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    precond = KFACPreconditioner(
-        model,
-        likelihood="categorical",
-        damping=1e-2,
-        factor_decay=0.95,
-        update_factors_every=update_factors_every,
-        inv_update_every=10,
-        kl_clip=1e-3,
-        lr=lr,
-        seed=0,
-    )
-
-    def step(x: Tensor, y: Tensor) -> None:
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        precond.step()
-        opt.step()
-
-    return step
-
-
-def make_ngd_ggn(model: nn.Module, lr: float) -> Step:
-    opt = NaturalGradient(
-        model.parameters(), lr=lr, damping=1e-2, cg_iters=10, likelihood="categorical"
-    )
-
-    def step(x: Tensor, y: Tensor) -> None:
-        def closure():
-            logits = model(x)
-            return F.cross_entropy(logits, y), logits
-
-        opt.step(closure)
-
-    return step
-
-
-@dataclass(frozen=True)
-class Arm:
-    """An optimiser: how to build its step, its learning-rate grid, and epoch caps."""
-
-    label: str
-    make: Callable[[nn.Module, float], Step]
-    grid: list[float]
-    quick_grid: list[float]
-    max_epochs: dict[str, int] = field(default_factory=dict)
-
-
-ARMS = {
-    "sgd": Arm("SGD + momentum", make_sgd, [0.01, 0.03, 0.1, 0.3, 1.0], [0.03, 0.1]),
-    "adam": Arm("Adam", make_adam, [3e-4, 1e-3, 3e-3, 1e-2, 3e-2], [1e-3, 3e-3]),
-    "kfac": Arm("K-FAC preconditioning SGD", make_kfac, [0.01, 0.03, 0.1, 0.3, 1.0], [0.1, 0.3]),
-    "ngd_ggn": Arm(
-        "NaturalGradient (GGN + CG)",
-        make_ngd_ggn,
-        [0.03, 0.1, 0.3, 1.0, 3.0],
-        [0.3, 1.0],
-        {"mnist1d_cnn": 10},
-    ),
-}
 
 
 @torch.no_grad()
@@ -203,23 +85,31 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     accs, times, elapsed = [], [], 0.0
     n = len(data.x_train)
-    for _ in range(epochs):
+    diverged = None
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
         t0 = time.perf_counter()
-        for start in range(0, n, BATCH):
-            idx = perm[start : start + BATCH]
-            step(data.x_train[idx], data.y_train[idx])
+        try:
+            for start in range(0, n, BATCH):
+                idx = perm[start : start + BATCH]
+                step(data.x_train[idx], data.y_train[idx])
+        except ValueError as err:  # e.g. NaN gradients reaching CG after a divergence
+            diverged = {"epoch": epoch + 1, "error": str(err)[:200]}
         elapsed += time.perf_counter() - t0
-        accs.append(accuracy(model, data.x_test, data.y_test))
+        accs.append(0.0 if diverged else accuracy(model, data.x_test, data.y_test))
         times.append(elapsed)
-        if stop and accs[-1] >= task.target:
+        if diverged or (stop and accs[-1] >= task.target):
             break
     hit = next((i for i, a in enumerate(accs) if a >= task.target), None)
+    if not stop:  # full-length curves: a diverged run stays at 0 accuracy
+        accs += [0.0] * (epochs - len(accs))
+        times += [elapsed] * (epochs - len(times))
     return {
         "acc": accs,
         "time": times,
         "epochs_to_target": None if hit is None else hit + 1,
         "wall_s_to_target": None if hit is None else times[hit],
+        "diverged": diverged,
     }
 
 
@@ -283,8 +173,16 @@ def run_task(
     epochs: int | None = None,
     max_train: int | None = None,
     timing_steps: int | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Tune, train and time every arm on one task."""
+    """Tune, train and time every arm on one task.
+
+    With ``cache``, each arm's results are saved there as soon as they are done
+    and reused by a later run with the same settings (long runs can be resumed).
+    """
+    done: dict[str, Any] = {}
+    if cache is not None and cache.exists():
+        done = json.loads(cache.read_text())
     task = TASKS[name]
     data = task.load()
     if max_train is not None:
@@ -293,6 +191,10 @@ def run_task(
     out: dict[str, Any] = {"title": task.title, "target": task.target, "arms": {}}
     out["train_rows"] = len(data.x_train)
     for arm_name in arms:
+        key = f"{name}/{arm_name}/{quick}/{seeds}/{epochs}/{max_train}"
+        if key in done:
+            out["arms"][arm_name] = done[key]
+            continue
         arm = ARMS[arm_name]
         cap = min(epochs, arm.max_epochs.get(name, epochs))
         tuned = tune(task, arm, arm.quick_grid if quick else arm.grid, data, cap)
@@ -309,7 +211,11 @@ def run_task(
             "final_test_acc": round(float(np.mean([r["acc"][-1] for r in runs])), 4),
             "curve_acc": np.mean([r["acc"] for r in runs], axis=0).round(4).tolist(),
             "curve_time_s": np.mean([r["time"] for r in runs], axis=0).round(3).tolist(),
+            "diverged_per_seed": [r["diverged"] for r in runs],
         }
+        if cache is not None:
+            done[key] = out["arms"][arm_name]
+            cache.write_text(json.dumps(done))
     lrs = {a: out["arms"][a]["lr"] for a in arms}
     timing = time_steps(task, lrs, data, timing_steps or (20 if quick else 200))
     out["step_ms_interleaved"] = timing
@@ -355,6 +261,7 @@ def run(
     epochs: int | None = None,
     max_train: int | None = None,
     timing_steps: int | None = None,
+    cache: str | None = None,
 ) -> dict[str, Any]:
     """Every task and arm; returns all figures (and saves the plot when asked).
 
@@ -374,7 +281,16 @@ def run(
             "batch": BATCH,
             "threads": threads,
             "tasks": {
-                t: run_task(t, quick, seeds, arms, epochs, max_train, timing_steps)
+                t: run_task(
+                    t,
+                    quick,
+                    seeds,
+                    arms,
+                    epochs,
+                    max_train,
+                    timing_steps,
+                    None if cache is None else Path(cache),
+                )  # fmt: skip
                 for t in (tasks or list(TASKS))
             },
         }
@@ -423,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--estimate", metavar="JSON", help="add est_s_to_target to an earlier result file and stop"
     )
+    parser.add_argument("--cache", metavar="JSON", help="save/reuse each arm's results here")
     args = parser.parse_args(argv)
     if args.estimate:
         path = Path(args.estimate)
@@ -435,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds=args.seeds,
         plot=args.plot,
         threads=args.threads,
+        cache=args.cache,
     )
     text = json.dumps(out)
     if args.out:
