@@ -33,7 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
-from natgrad.optim._common import output_cotangents
+from natgrad.optim._common import (
+    LIKELIHOODS,
+    as_distribution,
+    check_likelihood,
+    output_cotangents,
+)
 from natgrad.optim._kfac_block import KFACBlock
 
 DistBuilder = Callable[[Any], Distribution]
@@ -48,6 +53,30 @@ class Call:
     x: Tensor  # the layer's input (detached)
     n: int  # output distributions of that forward
     gs: list[Tensor] = field(default_factory=list)  # output gradients, one per sampled target
+
+
+def distribution_builder(likelihood: Any, std: float) -> DistBuilder:
+    """``output -> Distribution`` from a likelihood name (or the user's callable)."""
+    if callable(likelihood):
+        return likelihood
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(
+            f"likelihood must be 'categorical' (the output is logits, as for F.cross_entropy), "
+            "'gaussian' (the output is the mean, as for a squared error) or a callable "
+            f"output -> natgrad Distribution; got {likelihood!r}"
+        )
+    check_likelihood(likelihood, std)
+
+    def build(output: Any) -> Distribution:
+        if not isinstance(output, Tensor):
+            raise ValueError(
+                f"the model returned a {type(output).__name__}, not a Tensor of "
+                f"{'logits' if likelihood == 'categorical' else 'means'}; pass "
+                "likelihood=<a callable turning the output into a natgrad Distribution>"
+            )
+        return as_distribution(output, likelihood, std)
+
+    return build
 
 
 class Capture:

@@ -93,6 +93,28 @@ def check_same_on_all_ranks(values: Sequence[int], what: str) -> None:
         )
 
 
+def check_gradients_averaged(grads: Sequence[Tensor], owner: str) -> None:
+    """Raise ``ValueError`` unless the gradients are the same on every rank (up to 1e-6).
+
+    Checked once, on a preconditioner's first step: without DDP (or averaging of
+    one's own) each rank would precondition its own shard's gradient.
+    """
+    rank, size = world()
+    if size == 1 or not grads:
+        return
+    local = torch.stack(torch._foreach_norm(list(grads))).sum().reshape(1).double()
+    hi, lo = local.clone(), local.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    if float(hi - lo) > 1e-6 * max(1.0, float(hi.abs())):
+        raise ValueError(
+            f"the gradients differ between the {size} ranks (their norms range from "
+            f"{float(lo):.6g} to {float(hi):.6g}); wrap the model in "
+            "torch.nn.parallel.DistributedDataParallel (or average the gradients over "
+            f"ranks) before {owner}.step()"
+        )
+
+
 class AllReducedFisher(FisherOperator):
     """``v ↦ (1/N) Σ_r F_r v``: a rank-local Fisher operator averaged over ``N`` ranks.
 

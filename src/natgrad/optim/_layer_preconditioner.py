@@ -35,9 +35,15 @@ from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
 from natgrad.optim._base import Damping
-from natgrad.optim._capture import Call, Capture
-from natgrad.optim._common import LIKELIHOODS, as_distribution, check_likelihood, resolve_damping
-from natgrad.optim._distributed import all_reduce_sum_, check_same_on_all_ranks, unwrap, world
+from natgrad.optim._capture import Call, Capture, distribution_builder
+from natgrad.optim._common import resolve_damping
+from natgrad.optim._distributed import (
+    all_reduce_sum_,
+    check_gradients_averaged,
+    check_same_on_all_ranks,
+    unwrap,
+    world,
+)
 from natgrad.optim._kfac_block import KFACBlock
 from natgrad.optim._layers import find_blocks
 
@@ -84,29 +90,6 @@ def _check_every(name: str, value: Any) -> int:
     return value
 
 
-def _builder(likelihood: Any, std: float) -> Callable[[Any], Distribution]:
-    if callable(likelihood):
-        return likelihood
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"likelihood must be 'categorical' (the output is logits, as for F.cross_entropy), "
-            "'gaussian' (the output is the mean, as for a squared error) or a callable "
-            f"output -> natgrad Distribution; got {likelihood!r}"
-        )
-    check_likelihood(likelihood, std)
-
-    def build(output: Any) -> Distribution:
-        if not isinstance(output, Tensor):
-            raise ValueError(
-                f"the model returned a {type(output).__name__}, not a Tensor of "
-                f"{'logits' if likelihood == 'categorical' else 'means'}; pass "
-                "likelihood=<a callable turning the output into a natgrad Distribution>"
-            )
-        return as_distribution(output, likelihood, std)
-
-    return build
-
-
 class LayerPreconditioner(ABC):
     """Hooks, checks, data parallelism and the KL clip of a layer-wise preconditioner.
 
@@ -141,7 +124,7 @@ class LayerPreconditioner(ABC):
                 f"fisher must be one of {FISHERS} ('true': sampled targets, 'expectation': the "
                 f"true Fisher computed exactly, 'empirical': observed targets), got {fisher!r}"
             )
-        build = _builder(likelihood, likelihood_std)
+        build = distribution_builder(likelihood, likelihood_std)
         _check_every("n_samples", n_samples)
         if n_samples != 1 and fisher != "true":
             raise ValueError(f"n_samples={n_samples} applies to fisher='true' only")
@@ -313,7 +296,7 @@ class LayerPreconditioner(ABC):
         if not self._checked_ranks:
             layout = [len(self.blocks), sum(t.numel() for t in flat), self.steps, int(due)]
             check_same_on_all_ranks(layout, "the preconditioned layers or the step count")
-            self._check_same_gradients(model_grads)
+            check_gradients_averaged(model_grads, type(self).__name__)
             self._checked_ranks = True
         all_reduce_sum_(flat)
         sums = [torch.stack(torch._foreach_norm(model_grads)).sum()] if model_grads else []
@@ -351,25 +334,6 @@ class LayerPreconditioner(ABC):
         for g, x in pairs:
             g.copy_(x).mul_(scale) if scale != 1.0 else g.copy_(x)
         return PreconditionerStep(self.steps, "preconditioned", due, inverted, lam, scale, dot)
-
-    def _check_same_gradients(self, grads: list[Tensor]) -> None:
-        """On the first step under torch.distributed: the gradients must be the ranks' mean."""
-        rank, size = world()
-        if size == 1 or not grads:
-            return
-        from torch import distributed as dist
-
-        local = torch.stack(torch._foreach_norm(grads)).sum().reshape(1).double()
-        hi, lo = local.clone(), local.clone()
-        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-        if float(hi - lo) > 1e-6 * max(1.0, float(hi.abs())):
-            raise ValueError(
-                f"the gradients differ between the {size} ranks (their norms range from "
-                f"{float(lo):.6g} to {float(hi):.6g}); wrap the model in "
-                "torch.nn.parallel.DistributedDataParallel (or average the gradients over "
-                f"ranks) before {type(self).__name__}.step()"
-            )
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
