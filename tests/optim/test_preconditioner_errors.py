@@ -217,3 +217,34 @@ def test_shared_parameters_are_refused():
     model[2].weight = lin.weight
     with pytest.raises(ValueError, match="is shared with another module"):
         KFACPreconditioner(model, likelihood="categorical")
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_non_finite_gradient_on_a_step_without_factor_update_is_skipped(cls):
+    model = mlp()
+    p = cls(model, likelihood="categorical", update_factors_every=2)
+    x, y = batch()
+    F.cross_entropy(model(x), y).backward()
+    p.step()
+    before = copy.deepcopy(p.state_dict()["factors"])
+    model.zero_grad()
+    (F.cross_entropy(model(x), y) * math.inf).backward()
+    with pytest.warns(RuntimeWarning, match="the step is skipped"):
+        info = p.step()
+    assert info.status == "non_finite" and all(q.grad is None for q in model.parameters())
+    flat = lambda s: [t for t in torch.utils._pytree.tree_leaves(s) if isinstance(t, torch.Tensor)]  # noqa: E731
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(flat(before), flat(p.state_dict()["factors"]), strict=True)
+    )
+
+
+def test_non_finite_gradient_of_an_unpreconditioned_layer_skips_the_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.Linear(5, 4))
+    p = KFACPreconditioner(model, likelihood="categorical", skip_layers=["LayerNorm"])
+    x, y = batch()
+    F.cross_entropy(model(x), y).backward()
+    model[1].weight.grad[0] = math.nan
+    with pytest.warns(RuntimeWarning, match="the step is skipped"):
+        assert p.step().status == "non_finite"

@@ -180,6 +180,8 @@ class Capture:
                 )
                 for call, g, out in zip(calls, grads, outs, strict=True):
                     call.gs.append(torch.zeros_like(out) if g is None else g)
-            for out in outs:
-                out.register_hook(self._flag)
+            # One hook on the model's output sees every backward through the model.
+            watch = [output] if isinstance(output, Tensor) and output.requires_grad else outs
+            for t in watch:
+                t.register_hook(self._flag)
         self.calls.extend(calls)

@@ -163,6 +163,9 @@ class LayerPreconditioner(ABC):
             )
         self.skipped = unsupported + listed
         self.params = [p for b in self.blocks for p in b.params]
+        self._all_params = list(self.model.parameters())
+        mine = {id(p) for p in self.params}
+        self._others = [p for p in self._all_params if id(p) not in mine]
         self.fisher = fisher
         self.likelihood = likelihood
         self.n_samples = n_samples
@@ -292,48 +295,63 @@ class LayerPreconditioner(ABC):
         self._check_input(calls, saw_backward, due)
         stats = self._statistics(calls) if due else []
         flat = [t for s in stats for t in s]
-        model_grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        model_grads = [p.grad for p in self._all_params if p.grad is not None]
         if not self._checked_ranks:
             layout = [len(self.blocks), sum(t.numel() for t in flat), self.steps, int(due)]
             check_same_on_all_ranks(layout, "the preconditioned layers or the step count")
             check_gradients_averaged(model_grads, type(self).__name__)
             self._checked_ranks = True
         all_reduce_sum_(flat)
-        sums = [torch.stack(torch._foreach_norm(model_grads)).sum()] if model_grads else []
-        sums += [t.sum() for t in flat]
         self.steps += 1
         self.capture.enabled = self.steps % self.update_factors_every == 0
         lam = resolve_damping(self.damping, self.steps - 1)
-        if sums and not bool(torch.isfinite(torch.stack(sums)).all()):
-            for param in self.model.parameters():
-                param.grad = None
-            self.skipped_steps += 1
-            warnings.warn(
-                f"{type(self).__name__}: a gradient or curvature statistic is not finite at "
-                f"step {self.steps}; the step is skipped (every .grad set to None, factors "
-                "unchanged)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return PreconditionerStep(self.steps, "non_finite", False, False, lam, 1.0, None)
+        # Checked here: the statistics (before they reach the factors) and the gradients,
+        # except, on steps without a factor update, the preconditioned ones: gᵀx below
+        # is not finite when one of them is not (one check fewer on most steps).
+        check = [p.grad for p in (self._all_params if due else self._others) if p.grad is not None]
+        check += flat
+        if check and not bool(torch.isfinite(torch.stack(torch._foreach_norm(check)).sum())):
+            return self._skip(lam)
         if due:
             self._fold(stats)
             self.factor_updates += 1
         inverted = self._prepare(lam)
-        pairs: list[tuple[Tensor, Tensor]] = []
+        gs: list[Tensor] = []
+        xs: list[Tensor] = []
         for i, b in enumerate(self.blocks):
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in b.params]
             for p, x in zip(b.params, self._solve(i, grads, lam), strict=True):
                 if p.grad is not None:
-                    pairs.append((p.grad, x))
-        dot = float(torch.stack([(g * x).sum() for g, x in pairs]).sum()) if pairs else 0.0
+                    gs.append(p.grad)
+                    xs.append(x)
+        dot = 0.0
+        if gs:
+            flat_g = torch.cat([g.reshape(-1) for g in gs])
+            dot = float(flat_g @ torch.cat([x.reshape(-1) for x in xs]))
+        if not math.isfinite(dot):  # a gradient (or its preconditioned value) is not finite
+            return self._skip(lam, inverted)
         scale = 1.0
-        if self.kl_clip is not None and dot != 0 and math.isfinite(dot):
+        if self.kl_clip is not None and dot != 0:
             lr = self.current_lr()
             scale = min(1.0, math.sqrt(self.kl_clip / abs(lr * lr * dot)))
-        for g, x in pairs:
-            g.copy_(x).mul_(scale) if scale != 1.0 else g.copy_(x)
+        if gs:
+            torch._foreach_copy_(gs, xs)
+            if scale != 1.0:
+                torch._foreach_mul_(gs, scale)
         return PreconditionerStep(self.steps, "preconditioned", due, inverted, lam, scale, dot)
+
+    def _skip(self, damping: float, inverted: bool = False) -> PreconditionerStep:
+        """A non-finite step: no gradient for the optimiser, the factors as they were."""
+        for param in self._all_params:
+            param.grad = None
+        self.skipped_steps += 1
+        warnings.warn(
+            f"{type(self).__name__}: a gradient or curvature statistic is not finite at step "
+            f"{self.steps}; the step is skipped (every .grad set to None, factors unchanged)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return PreconditionerStep(self.steps, "non_finite", False, inverted, damping, 1.0, None)
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

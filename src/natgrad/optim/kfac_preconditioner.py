@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
@@ -55,14 +56,20 @@ from natgrad.optim._layers import EmbeddingBlock
 __all__ = ["KFACPreconditioner"]
 
 
-def _ema(old: Tensor | None, new: Tensor, decay: float) -> Tensor:
-    return new if old is None else old.mul_(decay).add_(new, alpha=1.0 - decay)
+def _ema(old: Tensor | None, total: Tensor, scale: float, decay: float) -> Tensor:
+    """``ρ·old + (1 − ρ)·scale·total`` in place (``scale·total`` the first time)."""
+    if old is None:
+        return total.mul_(scale)
+    return old.mul_(decay).add_(total, alpha=(1.0 - decay) * scale)
 
 
 def _input_moments(block: KFACBlock, xs: list[Tensor]) -> tuple[Tensor, int]:
     """``Σ ã ãᵀ`` and the row count, the bias's row and column from sums (no padded copy)."""
     a = block.input_rows(xs, bias_column=False)
     if not block.has_bias:
+        return a.T @ a, a.shape[0]
+    if a.numel() <= 2**16:  # small: one padded copy and one product are the fewest ops
+        a = F.pad(a, (0, 1), value=1.0)
         return a.T @ a, a.shape[0]
     k = a.shape[1]
     out = a.new_empty(k + 1, k + 1)
@@ -161,7 +168,7 @@ class KFACPreconditioner(LayerPreconditioner):
                     "through its weight? Pass skip_layers=[...] to leave it out"
                 )
             ref = mine[0].gs[0]
-            g_sum = torch.zeros(b.out_dim, b.out_dim, dtype=ref.dtype, device=ref.device)
+            g_rows = []
             if isinstance(b, EmbeddingBlock):
                 a_sum = torch.zeros(b.vocab, dtype=ref.dtype, device=ref.device)
                 rows = 0
@@ -169,15 +176,12 @@ class KFACPreconditioner(LayerPreconditioner):
                     t, keep = b.tokens(c.x)
                     a_sum += torch.bincount(t[keep], minlength=b.vocab).to(ref.dtype)
                     rows += int(keep.sum())
-                    for g in c.gs:
-                        gr = b.output_rows(g)[keep]
-                        g_sum.addmm_(gr.T, gr)
+                    g_rows += [b.output_rows(g)[keep] for g in c.gs]
             else:
                 a_sum, rows = _input_moments(b, [c.x for c in mine])
-                for c in mine:
-                    for g in c.gs:
-                        gr = b.output_rows(g)
-                        g_sum.addmm_(gr.T, gr)
+                g_rows = [b.output_rows(g) for c in mine for g in c.gs]
+            gr = g_rows[0] if len(g_rows) == 1 else torch.cat(g_rows)
+            g_sum = gr.T @ gr
             n = sum({c.forward: c.n for c in mine}.values())
             counts = torch.tensor([rows, n], dtype=ref.dtype, device=ref.device)
             out.append([a_sum, g_sum, counts])
@@ -186,8 +190,8 @@ class KFACPreconditioner(LayerPreconditioner):
     def _fold(self, stats: list[list[Tensor]]) -> None:
         for b, (a_sum, g_sum, counts) in zip(self.blocks, stats, strict=True):
             rows, n = counts.tolist()
-            b.A = _ema(b.A, a_sum / max(rows, 1.0), self.factor_decay)
-            b.G = _ema(b.G, g_sum / n, self.factor_decay)
+            b.A = _ema(b.A, a_sum, 1.0 / max(rows, 1.0), self.factor_decay)
+            b.G = _ema(b.G, g_sum, 1.0 / n, self.factor_decay)
 
     def _prepare(self, damping: float) -> bool:
         due = (self.steps - 1) % self.inv_update_every == 0
