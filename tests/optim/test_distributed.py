@@ -8,12 +8,14 @@ one process, on the whole batch.  Everything is float64 and compared at 1e-6.
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from filelock import FileLock
 
 from optim import ddp_worker as w
 
@@ -30,8 +32,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(w.worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    # One spawn per test session, shared by the xdist workers (pytest-xdist's recipe:
+    # the workers' temporary directories share the session's parent directory).
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / "ddp_ranks"
+    with FileLock(str(root / "ddp_ranks.lock")):
+        if not (out / "done").exists():
+            out.mkdir(exist_ok=True)
+            mp.spawn(w.worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+            (out / "done").touch()
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
