@@ -1,7 +1,7 @@
 """Data parallelism: 2 gloo processes with half the batch each equal one process with all of it.
 
 One spawn (``torch.multiprocessing.spawn``, a free local port) runs every
-scenario of ``ddp_worker`` on 2 ranks; the references are computed here, in
+scenario of ``natgrad.optim.ddp_check`` on 2 ranks; the references are computed here, in
 one process, on the whole batch.  Everything is float64 and compared at 1e-6.
 """
 
@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from filelock import FileLock
 
-from optim import ddp_worker as w
+from natgrad.optim import ddp_check as w
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not built in"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def ranks(tmp_path_factory):
     with FileLock(str(root / "ddp_ranks.lock")):
         if not (out / "done").exists():
             out.mkdir(exist_ok=True)
-            mp.spawn(w.worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+            w.spawn(str(out))
             (out / "done").touch()
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
@@ -130,3 +122,10 @@ def test_kaisa_bench_runs_tiny(monkeypatch):
     bench = importlib.import_module("kaisa")
     out = bench.run(width=8, ranks=2, steps=1)
     assert out["precond_step_ms_spread"] > 0 and out["precond_step_ms_all_ranks_invert"] > 0
+
+
+@pytest.mark.slow  # a second spawn of 2 processes
+def test_self_check_reports_agreement(capsys):
+    assert w.main() == 0
+    out = capsys.readouterr().out
+    assert "NaturalGradient(ggn)  max |2 ranks - 1 process|" in out
