@@ -1,7 +1,7 @@
 """Data parallelism: 2 gloo processes with half the batch each equal one process with all of it.
 
 One spawn (``torch.multiprocessing.spawn``, a free local port) runs every
-scenario of ``natgrad.optim.ddp_check`` on 2 ranks; the references are computed here, in
+scenario of ``ddp_worker`` on 2 ranks; the references are computed here, in
 one process, on the whole batch.  Everything is float64 and compared at 1e-6.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 from filelock import FileLock
 
-from natgrad.optim import ddp_check as w
+from optim import ddp_worker as w
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not built in"

@@ -1,16 +1,9 @@
-"""A self-check of data parallelism: 2 gloo ranks with half the batch each against one process.
-
-The test suite runs :func:`worker` on 2 spawned ranks and compares with the
-same functions run in one process on the whole batch
-(``tests/optim/test_distributed.py``).  Run it yourself to check an
-installation (CPU, gloo, a free local port; about 10 s)::
-
-    python -m natgrad.optim.ddp_check
+"""What the data-parallel tests run: on 2 gloo ranks (spawned) and in one process.
 
 Each training function takes the model (DDP-wrapped or not) and the rows it
 sees, so the same code gives the 2-rank result (each rank half the batch) and
-the single-process reference (the whole batch).  It lives in the package (not
-in ``tests/``) so that spawned processes import it by a stable name.
+the single-process reference (the whole batch).  ``python tests/optim/ddp_worker.py``
+prints the largest difference of each scenario (a check of an installation).
 """
 
 from __future__ import annotations
@@ -182,10 +175,20 @@ def free_port() -> int:
 
 
 def spawn(out_dir: str) -> list[dict[str, Any]]:
-    """Run :func:`worker` on 2 spawned gloo ranks; their results."""
+    """Run :func:`worker` on 2 spawned gloo ranks; their results.
+
+    The children import this module by name (``optim.ddp_worker``): for the time
+    of the spawn, ``tests/`` goes first on ``sys.path`` (which they copy), so that
+    no other ``optim`` (``bench/optim.py``, once ``bench/`` is on the path) shadows it.
+    """
     import torch.multiprocessing as mp
 
-    mp.spawn(worker, args=(2, free_port(), out_dir), nprocs=2, join=True)
+    saved = list(sys.path)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        mp.spawn(worker, args=(2, free_port(), out_dir), nprocs=2, join=True)
+    finally:
+        sys.path[:] = saved
     return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
@@ -216,4 +219,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from optim import ddp_worker  # the children must find this module by its package name
+
+    sys.exit(ddp_worker.main())
