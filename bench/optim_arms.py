@@ -1,7 +1,7 @@
 """The tasks and optimisers (arms) of ``bench/optim_targets.py``.
 
 Add an entry to :data:`ARMS` to compare another optimiser: a function
-``make(model, lr) -> step(x, y)`` doing one training step on a minibatch, its
+``make(model, lr, n_train) -> step(x, y)`` doing one training step on a minibatch, its
 learning-rate grid (5 values, and 2 for ``--quick``), and optional per-task
 epoch caps.
 """
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import Split, digits, mnist1d  # noqa: E402
 
 from natgrad.optim import KFACPreconditioner, NaturalGradient  # noqa: E402
+from natgrad.vi import VariationalOnlineNewton  # noqa: E402
 
 Step = Callable[[Tensor, Tensor], None]
 
@@ -71,15 +72,15 @@ def _first_order(opt: torch.optim.Optimizer, model: nn.Module) -> Step:
     return step
 
 
-def make_sgd(model: nn.Module, lr: float) -> Step:
+def make_sgd(model: nn.Module, lr: float, n_train: int = 0) -> Step:
     return _first_order(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), model)
 
 
-def make_adam(model: nn.Module, lr: float) -> Step:
+def make_adam(model: nn.Module, lr: float, n_train: int = 0) -> Step:
     return _first_order(torch.optim.Adam(model.parameters(), lr=lr), model)
 
 
-def make_kfac(model: nn.Module, lr: float, update_factors_every: int = 5) -> Step:
+def make_kfac(model: nn.Module, lr: float, n_train: int = 0, update_factors_every: int = 5) -> Step:
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     precond = KFACPreconditioner(
         model,
@@ -102,7 +103,7 @@ def make_kfac(model: nn.Module, lr: float, update_factors_every: int = 5) -> Ste
     return step
 
 
-def make_ngd_ggn(model: nn.Module, lr: float) -> Step:
+def make_ngd_ggn(model: nn.Module, lr: float, n_train: int = 0) -> Step:
     opt = NaturalGradient(
         model.parameters(), lr=lr, damping=1e-2, cg_iters=10, likelihood="categorical"
     )
@@ -117,12 +118,49 @@ def make_ngd_ggn(model: nn.Module, lr: float) -> Step:
     return step
 
 
+VI_HESS_INIT = 0.5  # bench/vi_deep.py's chosen point on both tasks (docs/vi.md)
+VI_BETA2 = 0.999
+VI_WEIGHT_DECAY = 1e-4
+
+
+def make_ngvi(model: nn.Module, lr: float, n_train: int = 0) -> Step:
+    """Natural-gradient VI (``natgrad.vi.VariationalOnlineNewton``), one weight sample a step.
+
+    ``lr`` is in ivon-opt's units, as in ``bench/vi_deep.py`` (natgrad's ``lr`` is
+    ``lr · (h₀ + δ)``); ``ess`` is the number of training rows.  Accuracy is taken
+    at the posterior mean (the model's weights), as for the other arms.
+    """
+    opt = VariationalOnlineNewton(
+        model.parameters(),
+        lr=lr * (VI_HESS_INIT + VI_WEIGHT_DECAY),
+        ess=max(n_train, 1),
+        betas=(0.9, VI_BETA2),
+        weight_decay=VI_WEIGHT_DECAY,
+        hess_init=VI_HESS_INIT,
+        mc_samples=1,
+    )
+
+    def step(x: Tensor, y: Tensor) -> None:
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    return step
+
+
 @dataclass(frozen=True)
 class Arm:
-    """An optimiser: how to build its step, its learning-rate grid, and epoch caps."""
+    """An optimiser: how to build its step, its learning-rate grid, and epoch caps.
+
+    ``make(model, lr, n_train)`` returns a function doing one step on a minibatch.
+    """
 
     label: str
-    make: Callable[[nn.Module, float], Step]
+    make: Callable[..., Step]
     grid: list[float]
     quick_grid: list[float]
     max_epochs: dict[str, int] = field(default_factory=dict)
@@ -138,5 +176,11 @@ ARMS = {
         [0.03, 0.1, 0.3, 1.0, 3.0],
         [0.3, 1.0],
         {"mnist1d_cnn": 10},
+    ),
+    "ngvi": Arm(
+        "natural-gradient VI (VariationalOnlineNewton)",
+        make_ngvi,
+        [0.1, 0.2, 0.5, 1.0, 2.0],
+        [0.5, 1.0],
     ),
 }

@@ -21,8 +21,11 @@ Arms (:data:`optim_arms.ARMS`; add an entry there to compare another optimiser):
   (GGN) by 10 CG iterations, damping 1e-2.  On MNIST-1D it trains for 10
   epochs only (a step costs ~20 Adam steps there).
 
-Natural-gradient VI (issue 13, item 3) is not an arm yet: it is being written
-on another branch; once it is in ``natgrad.vi``, add it to ``ARMS``.
+* ``ngvi``: natural-gradient VI, :class:`natgrad.vi.VariationalOnlineNewton`
+  (IVON's update) with ``bench/vi_deep.py``'s chosen ``hess_init`` 0.5,
+  ``beta2`` 0.999, weight decay 1e-4, ``ess`` = training rows, one weight
+  sample a step; its lr grid in ivon-opt's units; accuracy at the posterior
+  mean.
 
 Protocol (the same for every arm): only the learning rate is tuned, over 5
 log-spaced values (2 with ``--quick``), on a validation split of the training
@@ -81,7 +84,7 @@ def train(
     """Accuracy on ``data``'s test rows and the training time, after every epoch."""
     torch.manual_seed(seed)
     model = task.model()
-    step = arm.make(model, lr)
+    step = arm.make(model, lr, n_train=len(data.x_train))
     gen = torch.Generator().manual_seed(seed)
     accs, times, elapsed = [], [], 0.0
     n = len(data.x_train)
@@ -144,7 +147,7 @@ def time_steps(
     steps: dict[str, Step] = {}
     for name, lr in lrs.items():
         torch.manual_seed(0)
-        steps[name] = ARMS[name].make(task.model(), lr)
+        steps[name] = ARMS[name].make(task.model(), lr, n_train=len(data.x_train))
     if "kfac" in lrs:
         torch.manual_seed(0)
         steps["kfac_every_step"] = make_kfac(task.model(), lrs["kfac"], update_factors_every=1)

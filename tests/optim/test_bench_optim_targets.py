@@ -22,7 +22,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     json.dumps(out)
     assert set(out["tasks"]) == {"mnist1d_cnn", "digits_mlp"}
     for res in out["tasks"].values():
-        assert set(res["arms"]) == {"sgd", "adam", "kfac", "ngd_ggn"}
+        assert set(res["arms"]) == {"sgd", "adam", "kfac", "ngd_ggn", "ngvi"}
         for arm in res["arms"].values():
             assert {"lr", "epochs_to_target", "wall_s_to_target", "final_test_acc"} <= set(arm)
             assert len(arm["curve_acc"]) == len(arm["curve_time_s"]) == 1
@@ -36,7 +36,7 @@ def test_tiny_benchmark_reports_every_figure(tmp_path):
     assert (
         again["tasks"]["digits_mlp"]["arms"]["adam"] == out["tasks"]["digits_mlp"]["arms"]["adam"]
     )
-    assert len(cached) == 8
+    assert len(cached) == 10
 
 
 def test_a_diverging_run_is_recorded_not_raised():
@@ -44,7 +44,7 @@ def test_a_diverging_run_is_recorded_not_raised():
     task = bench.TASKS["digits_mlp"]
     data = task.load()
 
-    def make(model, lr):
+    def make(model, lr, n_train=0):
         def step(x, y):
             raise ValueError("b contains NaN or inf")
 
