@@ -118,7 +118,7 @@ def make_ngd_ggn(model: nn.Module, lr: float, n_train: int = 0) -> Step:
     return step
 
 
-VI_HESS_INIT = 0.5  # bench/vi_deep.py's chosen point on both tasks (docs/vi.md)
+VI_HESS_INIT = 0.5  # bench/vi_deep.py's chosen point on MNIST-1D (docs/vi.md)
 VI_BETA2 = 0.999
 VI_WEIGHT_DECAY = 1e-4
 

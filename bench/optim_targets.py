@@ -19,10 +19,9 @@ Arms (:data:`optim_arms.ARMS`; add an entry there to compare another optimiser):
   and inverses every 10, KL clip 1e-3 (kfac-pytorch's default);
 * ``ngd_ggn``: :class:`natgrad.optim.NaturalGradient` with the exact Fisher
   (GGN) by 10 CG iterations, damping 1e-2.  On MNIST-1D it trains for 10
-  epochs only (a step costs ~20 Adam steps there).
-
+  epochs only (a step costs ~20 Adam steps there);
 * ``ngvi``: natural-gradient VI, :class:`natgrad.vi.VariationalOnlineNewton`
-  (IVON's update) with ``bench/vi_deep.py``'s chosen ``hess_init`` 0.5,
+  (IVON's update) with ``bench/vi_deep.py``'s choice on MNIST-1D: ``hess_init`` 0.5,
   ``beta2`` 0.999, weight decay 1e-4, ``ess`` = training rows, one weight
   sample a step; its lr grid in ivon-opt's units; accuracy at the posterior
   mean.
@@ -35,9 +34,9 @@ the same initialisation per seed for every arm) train on the full training
 split, evaluated on the test split after every epoch.  Minibatches of 128,
 one torch thread.  Reported: epochs and training wall time (evaluation
 excluded) to the target, final accuracy, and the **time per step** measured
-in a separate phase where the arms take turns in blocks of 10 steps on the
-same batches, 20 rounds (robust to background load; a block spans K-FAC's
-cycle, so its periodic factor and inverse updates are included).
+in a separate phase where the arms take turns in blocks of steps on the same
+batches (robust to background load; each block spans K-FAC's cycle, so its
+periodic factor and inverse updates are included; see :func:`time_steps`).
 
 Usage::
 
@@ -131,41 +130,42 @@ def tune(task: Task, arm: Arm, grid: list[float], data: Split, epochs: int) -> d
 def time_steps(
     task: Task, lrs: dict[str, float], data: Split, n_steps: int
 ) -> dict[str, dict[str, float]]:
-    """Step times (ms) per arm, the arms taking turns in blocks of 10 steps on the same batches.
+    """Step times (ms) per arm, the arms taking turns in blocks of steps on the same batches.
 
-    Each round gives every arm the same 10 minibatches, one arm after the other;
-    A block spans K-FAC's whole cycle (factors every 5 steps, inverses every
-    10).  ``amortised_ms`` is the mean over the 10 positions of the block of the
-    median time at that position over the rounds, so the periodic updates count
-    at their share while steps stretched by the scheduler on a loaded machine
-    do not; ``amortised_min_ms`` uses the fastest time instead (as ``timeit``
-    does).  Taking turns block by block keeps the comparison fair under
-    background load while each arm runs with warm caches.  ``median_ms`` is the
-    median single step.  Also times K-FAC with its factors
-    updated at every step (``kfac_every_step``).
+    Each round gives every arm the same 11 minibatches, one arm after the other:
+    one untimed step (it pays for the caches the previous arm left cold), then
+    10 timed steps, which cover K-FAC's cycle (factors every 5 steps, inverses
+    every 10) once, starting one position later every round.
+    ``amortised_ms`` is the mean over the 10 cycle positions of the median time
+    at that position, so the periodic updates count at their share while steps
+    stretched by the scheduler on a loaded machine do not; ``amortised_min_ms``
+    uses the fastest time instead (as ``timeit`` does).  ``median_ms`` is the
+    median single step.  Also times K-FAC with its factors updated at every
+    step (``kfac_every_step``).
     """
     steps: dict[str, Step] = {}
+    n = len(data.x_train)
     for name, lr in lrs.items():
         torch.manual_seed(0)
-        steps[name] = ARMS[name].make(task.model(), lr, n_train=len(data.x_train))
+        steps[name] = ARMS[name].make(task.model(), lr, n_train=n)
     if "kfac" in lrs:
         torch.manual_seed(0)
         steps["kfac_every_step"] = make_kfac(task.model(), lrs["kfac"], update_factors_every=1)
-    block = min(10, n_steps)
-    rounds = max(1, n_steps // block)
-    # times[name][p]: the step at position p of the block, one entry per round
-    times: dict[str, list[list[float]]] = {name: [[] for _ in range(block)] for name in steps}
+    cycle = min(10, n_steps)
+    rounds = max(1, n_steps // cycle)
+    # times[name][p]: the steps at cycle position p (the arm's step count mod cycle)
+    times: dict[str, list[list[float]]] = {name: [[] for _ in range(cycle)] for name in steps}
+    count = dict.fromkeys(steps, 0)
     gen = torch.Generator().manual_seed(0)
     for r in range(rounds + 1):  # round 0 warms up
-        batches = [
-            torch.randint(0, len(data.x_train), (BATCH,), generator=gen) for _ in range(block)
-        ]
+        batches = [torch.randint(0, n, (BATCH,), generator=gen) for _ in range(cycle + 1)]
         for name, step in steps.items():
-            for p, idx in enumerate(batches):
+            for k, idx in enumerate(batches):
                 t0 = time.perf_counter()
                 step(data.x_train[idx], data.y_train[idx])
-                if r:
-                    times[name][p].append(time.perf_counter() - t0)
+                if r and k:
+                    times[name][count[name] % cycle].append(time.perf_counter() - t0)
+                count[name] += 1
     ms = lambda f, t: round(1e3 * statistics.fmean(f(at) for at in t), 4)  # noqa: E731
     return {
         name: {

@@ -83,19 +83,26 @@ def train_preconditioned(
     return out
 
 
-def train_natural_gradient(rank: int = 0, world: int = 1, ddp: bool = False) -> list[torch.Tensor]:
-    """NaturalGradient(fisher="ggn") with CG, two steps; the parameters after."""
+def train_natural_gradient(
+    rank: int = 0, world: int = 1, ddp: bool = False, fisher: str = "ggn"
+) -> list[torch.Tensor]:
+    """NaturalGradient with CG (``fisher`` "ggn", "kl_hessian" or "empirical"), two steps."""
     model = make_model()
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if ddp else model
     opt = NaturalGradient(
-        model.parameters(), lr=0.5, damping=1e-2, cg_iters=10, likelihood="categorical"
+        model.parameters(),
+        max_kl=1e-2,
+        damping=1e-2,
+        cg_iters=10,
+        fisher=fisher,
+        likelihood="categorical",
     )
     for step in range(2):
         x, y = (shard(t, rank, world) for t in data(step))
 
         def closure(x=x, y=y):
             logits = net(x)
-            return F.cross_entropy(logits, y), logits
+            return F.cross_entropy(logits, y), logits, y
 
         opt.step(closure)
     return [p.detach().clone() for p in model.parameters()]
@@ -141,7 +148,8 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 "kfac", "empirical", rank, world, ddp=True, distribute_inverses=True, damping=0.0
             )
         )
-        res["ngd_ggn"] = train_natural_gradient(rank, world, ddp=True)
+        for fisher in ("ggn", "kl_hessian", "empirical"):
+            res[f"ngd_{fisher}"] = train_natural_gradient(rank, world, ddp=True, fisher=fisher)
         # No DDP: every rank keeps its own shard's gradient.
         plain = make_model()
         res["err_not_averaged"] = _error(

@@ -80,10 +80,12 @@ def test_a_failed_inverse_on_its_owner_is_raised_on_every_rank(ranks):
     assert len(owner) == 1 and len(other) == 1
 
 
-def test_natural_gradient_ggn_two_ranks_equal_one_process(ranks, float64):
-    ref = w.train_natural_gradient()
+@pytest.mark.parametrize("fisher", ["ggn", "kl_hessian", "empirical"])
+def test_natural_gradient_cg_two_ranks_equal_one_process(ranks, float64, fisher):
+    """Gradients and Fisher products averaged over ranks; the KL-radius step too."""
+    ref = w.train_natural_gradient(fisher=fisher)
     for res in ranks:
-        assert _close(res["ngd_ggn"], ref)
+        assert _close(res[f"ngd_{fisher}"], ref)
 
 
 def test_preconditioner_made_before_init_process_group_is_refused(ranks):
