@@ -11,6 +11,18 @@ settings.register_profile(
 settings.register_profile(
     "thorough", deadline=None, max_examples=200, suppress_health_check=_FIXTURE_OK
 )
+# The bad-input suite (tests/bad_inputs) runs each property twice: quickly by default,
+# and as a slow-marked test with many more examples (pytest -m slow).
+settings.register_profile(
+    "bad-inputs",
+    deadline=None,
+    max_examples=40,
+    derandomize=True,
+    suppress_health_check=_FIXTURE_OK,
+)
+settings.register_profile(
+    "bad-inputs-slow", deadline=None, max_examples=400, suppress_health_check=_FIXTURE_OK
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # Tests run two to a 2-core machine (pytest -n 2); one torch thread each avoids

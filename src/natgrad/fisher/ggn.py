@@ -9,7 +9,15 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import ModelFn, _AutogradOperator, subsample_batch
+from natgrad.fisher.base import (
+    ModelFn,
+    _AutogradOperator,
+    check_batch,
+    check_dist,
+    check_parts,
+    finite_product,
+    subsample_batch,
+)
 from natgrad.params import flatten, unflatten
 
 
@@ -25,6 +33,11 @@ class GGNFisher(_AutogradOperator):
         generator: Random source for ``subsample``.
         linearize: Linearise once and reuse it for every product (default), or
             recompute with one ``torch.func.jvp`` and a stored vjp per product.
+
+    Raises:
+        ValueError: an empty batch (0 rows), a batch holding NaN/inf, bad
+            ``damping``/``subsample``, or model outputs a distribution refuses
+            (e.g. a NaN mean: :class:`~natgrad.distributions.NonFiniteError`).
     """
 
     def __init__(
@@ -39,6 +52,7 @@ class GGNFisher(_AutogradOperator):
         linearize: bool = True,
     ) -> None:
         super().__init__(params, damping)
+        check_batch(batch)
         batch = subsample_batch(batch, subsample, generator)
         self.linearize = linearize
         if linearize:
@@ -56,6 +70,7 @@ class GGNFisher(_AutogradOperator):
                 return d.params
 
             out, self._vjp_fn = torch.func.vjp(outputs, *primals)  # type: ignore[misc]
+            check_dist(holder[0], "fn(params, batch)")
             self._jvp_fn = outputs
             self._primals = primals
             self.dist = holder[0].with_params([o.detach() for o in out])
@@ -71,6 +86,7 @@ class GGNFisher(_AutogradOperator):
         """
         self = cls.__new__(cls)
         _AutogradOperator.__init__(self, params, damping)
+        check_dist(dist)
         self.linearize = True
         if not any(p.requires_grad for p in dist.params):
             raise ValueError(
@@ -81,6 +97,7 @@ class GGNFisher(_AutogradOperator):
         return self
 
     def _setup_linearized(self, dist: Distribution, leaves: Sequence[Tensor]) -> None:
+        check_dist(dist, "fn(params, batch)")
         self.dist = dist.detach()
         self._outputs = dist.params
         self._leaves_ = list(leaves)
@@ -97,7 +114,16 @@ class GGNFisher(_AutogradOperator):
         self._lin_grads = [vjp[i] for i in self._lin_idx]
 
     def jvp(self, vs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-        """``J v``: the change of the distribution's parameters along ``v``."""
+        """``J v``: the change of the distribution's parameters along ``v`` (one finite
+        tensor per parameter)."""
+        return tuple(map(finite_product, self._jvp(check_parts("vs", vs, self.params))))
+
+    def vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
+        """``Jᵀ w``: pull an output-space cotangent back to the parameters (one finite
+        tensor per distribution parameter)."""
+        return [finite_product(g) for g in self._vjp(check_parts("ws", ws, self.dist.params))]
+
+    def _jvp(self, vs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         if not self.linearize:
             _, tangents = torch.func.jvp(self._jvp_fn, self._primals, tuple(vs))  # type: ignore[misc]
             return tuple(tangents)
@@ -105,14 +131,13 @@ class GGNFisher(_AutogradOperator):
             return tuple(torch.zeros_like(o) for o in self._outputs)
         return tuple(self._grad(self._lin_grads, self._dummies, [vs[i] for i in self._lin_idx]))
 
-    def vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
-        """``Jᵀ w``: pull an output-space cotangent back to the parameters."""
+    def _vjp(self, ws: Sequence[Tensor]) -> list[Tensor]:
         if not self.linearize:
             return list(self._vjp_fn(tuple(ws)))
         return self._grad(self._outputs, self._leaves_, list(ws))
 
     def _mv(self, v: Tensor) -> Tensor:
-        tangents = self.jvp(unflatten(v, self.params, "v"))
+        tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.dist.batch_size
-        cot = [t * scale for t in self.dist.fisher_mv(tangents)]
-        return flatten(self.vjp(cot))
+        cot = [t * scale for t in self.dist.fisher_mv_unchecked(tangents)]
+        return flatten(self._vjp(cot))

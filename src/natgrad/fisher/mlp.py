@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import FisherOperator, _check_damping
+from natgrad.fisher.base import FisherOperator, _check_damping, check_parts, finite_product
 from natgrad.mlp import mlp_spec
 from natgrad.params import flatten, unflatten
 
@@ -46,6 +46,10 @@ class MLPFisher(FisherOperator):
         damping: λ in ``F + λI``.
 
     The parameters are ``list(mlp.parameters())`` followed by ``log_std``.
+
+    Raises:
+        ValueError: an unsupported ``mlp``; ``inputs`` empty, non-finite or of the
+            wrong shape/dtype; bad ``damping``; or outputs the distribution refuses.
     """
 
     def __init__(
@@ -63,10 +67,27 @@ class MLPFisher(FisherOperator):
                 "mlp must be an nn.Sequential of Linear layers (with bias) and Tanh/ReLU; "
                 "use GGNFisher for other models"
             )
-        self.damping = _check_damping(damping)
         self.params = list(mlp.parameters()) + ([log_std] if log_std is not None else [])
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
+        self.damping = _check_damping(damping, self.dtype)
+        if not isinstance(inputs, Tensor) or inputs.dim() != 2 or inputs.dtype != self.dtype:
+            got = (tuple(inputs.shape), inputs.dtype) if isinstance(inputs, Tensor) else inputs
+            raise ValueError(
+                f"inputs must be a (N, in_features) tensor of dtype {self.dtype}, got {got}"
+            )
+        first = spec.layers[0].linear.in_features
+        if inputs.shape[1] != first:
+            raise ValueError(
+                f"inputs has {inputs.shape[1]} features but the first layer takes {first}"
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError(
+                "inputs is an empty batch (0 rows); the Fisher is an average over the batch "
+                "and needs at least one row"
+            )
+        if not bool(torch.isfinite(inputs).all()):
+            raise ValueError("inputs contains NaN or inf")
         self.has_log_std = log_std is not None
         self.layers: list[tuple[Tensor, Tensor]] = []
         self.acts: list[Tensor] = []  # the input of each linear layer
@@ -91,7 +112,16 @@ class MLPFisher(FisherOperator):
         self.n = inputs.shape[0]
 
     def jvp(self, vs: list[Tensor]) -> tuple[Tensor, ...]:
-        """The change of the distribution's parameters along ``v`` (one tensor each)."""
+        """The change of the distribution's parameters along ``v`` (one finite tensor each)."""
+        return tuple(map(finite_product, self._jvp(check_parts("vs", vs, self.params))))
+
+    def vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
+        """Pull finite output-space cotangents back to the parameters."""
+        return [
+            finite_product(g) for g in self._vjp(tuple(check_parts("cots", cots, self.dist.params)))
+        ]
+
+    def _jvp(self, vs: list[Tensor]) -> tuple[Tensor, ...]:
         t: Tensor | None = None
         for k, ((w, _), h, d) in enumerate(zip(self.layers, self.acts, self.derivs, strict=True)):
             z = torch.addmm(vs[2 * k + 1], h, vs[2 * k].t())
@@ -103,8 +133,7 @@ class MLPFisher(FisherOperator):
             return (t, vs[-1].expand_as(t))
         return (t,)
 
-    def vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
-        """Pull output-space cotangents back to the parameters."""
+    def _vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:
         u = cots[0]
         grads: list[Tensor] = []
         for k in range(len(self.layers) - 1, -1, -1):
@@ -122,7 +151,7 @@ class MLPFisher(FisherOperator):
         return out
 
     def _mv(self, v: Tensor) -> Tensor:
-        tangents = self.jvp(unflatten(v, self.params, "v"))
+        tangents = self._jvp(unflatten(v, self.params, "v"))
         scale = 1.0 / self.n
-        cots = tuple(c * scale for c in self.dist.fisher_mv(tangents))
-        return flatten(self.vjp(cots))
+        cots = tuple(c * scale for c in self.dist.fisher_mv_unchecked(tangents))
+        return flatten(self._vjp(cots))

@@ -125,6 +125,8 @@ class _GaussianBase:
                 f"z must have shape (..., {self.dim}) for a q of dimension {self.dim}, "
                 f"got shape {tuple(z.shape)}"
             )
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("z contains NaN or inf; evaluate q at finite points")
         return z
 
     def rsample(
@@ -191,6 +193,11 @@ class DiagGaussianQ(_GaussianBase):
             raise ValueError(
                 f"precision must be strictly positive (a diagonal PD matrix), got min "
                 f"{float(precision.min()):.3g}; pass positive precisions (1 / variance)"
+            )
+        if not bool(torch.isfinite(precision.reciprocal()).all()):
+            raise ValueError(
+                f"precision has entries so small (min {float(precision.min()):.3g}) that the "
+                f"variance 1/precision overflows {precision.dtype}"
             )
         self.loc = loc
         self.precision = precision

@@ -55,6 +55,8 @@ def _check_z(z: Tensor, d: int) -> None:
         raise ValueError(
             f"z must have shape (..., {d}) for a model with {d} weights, got {tuple(z.shape)}"
         )
+    if not bool(torch.isfinite(z.detach()).all()):
+        raise ValueError("z contains NaN or inf; evaluate the log-joint at finite weights")
 
 
 class BayesianLinearRegression:
@@ -167,6 +169,12 @@ class BayesianLogisticRegression:
         X = torch.as_tensor(X, dtype=q.dtype, device=q.device)
         if X.ndim != 2 or X.shape[1] != q.dim:
             raise ValueError(f"X must have shape (n, {q.dim}), got {tuple(X.shape)}")
+        if not bool(torch.isfinite(X).all()):
+            raise ValueError("X contains NaN or inf")
+        if n_samples is not None and (
+            isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1
+        ):
+            raise ValueError(f"n_samples must be a positive integer or None, got {n_samples!r}")
         with torch.no_grad():
             if n_samples is None:
                 return torch.sigmoid(X @ q.loc)

@@ -235,6 +235,8 @@ def fit(
     check_n_samples(n_samples)
     if on_failure not in _ON_FAILURE:
         raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {on_failure!r}")
+    if not callable(step_size):
+        check_step_size(step_size)  # even when steps == 0
     q = q0
     history: list[VIStepInfo] = []
     for t in range(steps):
