@@ -87,16 +87,20 @@ class KFACBlock:
         cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=0, stride=m.stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
-    def input_rows(self) -> Tensor:
-        """``ã`` for every captured row: ``(R, a_dim)``."""
+    def input_rows(self, inputs: list[Tensor] | None = None, *, bias_column: bool = True) -> Tensor:
+        """``ã`` for every captured row (or every row of ``inputs``): ``(R, a_dim)``.
+
+        With ``bias_column=False`` the column of ones for the bias is left out.
+        """
+        inputs = self.inputs if inputs is None else inputs
         if self.conv:
-            parts = [self._patches(x) for x in self.inputs]
+            parts = [self._patches(x) for x in inputs]
         else:
-            parts = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in self.inputs]
+            parts = [x if x.dim() == 2 else x.reshape(-1, x.shape[-1]) for x in inputs]
         rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         if not self.has_weight:
             rows = rows[:, :0]
-        if self.has_bias:
+        if self.has_bias and bias_column:
             rows = F.pad(rows, (0, 1), value=1.0)
         return rows
 

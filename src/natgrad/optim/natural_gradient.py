@@ -71,6 +71,7 @@ from natgrad.optim._common import (
     resolve_damping,
     score_fisher,
 )
+from natgrad.optim._distributed import all_reduce_mean, distributed_operator, world
 from natgrad.optim.diag import DiagonalFisher
 from natgrad.optim.kfac import KFAC
 from natgrad.params import flatten, unflatten
@@ -269,6 +270,18 @@ class NaturalGradient(torch.optim.Optimizer):
                         "remove it from this optimiser or compute the output from it"
                     )
 
+    def _data_parallel(self) -> bool:
+        """Under torch.distributed: gradients and Fisher products are averaged over ranks."""
+        if world()[1] == 1:
+            return False
+        if self.fisher in ("kfac", "diag"):
+            raise ValueError(
+                f"NaturalGradient(fisher={self.fisher!r}) runs in one process; under "
+                "torch.distributed use fisher='ggn' (CG, averaged over ranks) or the drop-in "
+                "KFACPreconditioner / DiagonalPreconditioner"
+            )
+        return True
+
     def step(self, closure: Callable[[], Any] | None = None) -> Tensor:  # type: ignore[override]
         """One natural-gradient step; returns the closure's loss (detached).
 
@@ -301,6 +314,7 @@ class NaturalGradient(torch.optim.Optimizer):
             grads = [
                 torch.zeros_like(p) if g is None else g for g, p in zip(raw, flat, strict=True)
             ]
+            grads = all_reduce_mean(grads) if self._data_parallel() else grads
             plans, pos = [], 0
             for gi, group in enumerate(self.param_groups):
                 n = len(group["params"])
@@ -349,6 +363,7 @@ class NaturalGradient(torch.optim.Optimizer):
                 op = KLHessianFisher.from_distribution(dist, params, damping=lam)
             else:
                 op = score_fisher(dist, targets, params, lam)
+            op = distributed_operator(op)
             res = op.solve(g, max_iter=group["cg_iters"], rtol=self.cg_rtol)
             xs = unflatten(res.x, params, "x")
             xfx_t = 2.0 * op.kl_quadratic(res.x)
