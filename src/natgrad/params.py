@@ -42,6 +42,9 @@ def numel(params: Sequence[Tensor]) -> int:
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
     """Concatenate tensors into one 1-d vector (a copy)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("tensors is empty; flatten needs at least one tensor")
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
@@ -52,9 +55,10 @@ def unflatten(vector: Tensor, like: Sequence[Tensor], name: str = "vector") -> l
     [torch.Size([2]), torch.Size([1, 3])]
     """
     n = numel(like)
-    if vector.dim() != 1 or vector.shape[0] != n:
+    if not isinstance(vector, Tensor) or vector.dim() != 1 or vector.shape[0] != n:
+        shape = tuple(vector.shape) if isinstance(vector, Tensor) else type(vector).__name__
         raise ValueError(
-            f"{name} has shape {tuple(vector.shape)} but the parameters have {n} entries in all; "
+            f"{name} has shape {shape} but the parameters have {n} entries in all; "
             "pass a 1-d vector of that length (natgrad.params.flatten builds one)"
         )
     out, start = [], 0
@@ -71,7 +75,9 @@ def get_flat(params: Sequence[Tensor]) -> Tensor:
 
 @torch.no_grad()
 def set_flat(params: Sequence[Tensor], vector: Tensor) -> None:
-    """Write a flat vector into ``params`` in place."""
+    """Write a flat vector into ``params`` in place (a NaN or inf entry is refused)."""
+    if isinstance(vector, Tensor) and not bool(torch.isfinite(vector).all()):
+        raise ValueError("vector contains NaN or inf; parameters must stay finite")
     for p, v in zip(params, unflatten(vector, params), strict=True):
         p.copy_(v)
 

@@ -186,7 +186,13 @@ def _split(v, like):
 def test_ema_and_inverse_schedule(float64):
     torch.manual_seed(8)
     lin = nn.Linear(2, 2)
-    kfac = KFAC(lin, factor_decay=0.5, inverse_every=3, expectation=True, damping=lambda s: 0.1 * s)
+    kfac = KFAC(
+        lin,
+        factor_decay=0.5,
+        inverse_every=3,
+        expectation=True,
+        damping=lambda s: 0.2 if s < 5 else 0.5,
+    )
     xs = [torch.randn(5, 2) for _ in range(2)]
     a = [torch.cat([x, torch.ones(5, 1)], 1) for x in xs]
     for x in xs:
@@ -196,11 +202,16 @@ def test_ema_and_inverse_schedule(float64):
     assert kfac.inverse_step == 2 and kfac.inverse_damping == pytest.approx(0.2)
     _fit(kfac, lin, gaussian, xs[0])
     kfac.solve([torch.ones(2, 2), torch.ones(2)])
-    assert kfac.inverse_step == 2  # not due yet
+    assert kfac.inverse_step == 2  # not due yet, and λ did not change
     for _ in range(2):
         _fit(kfac, lin, gaussian, xs[0])
     kfac.solve([torch.ones(2, 2), torch.ones(2)])
     assert kfac.inverse_step == 5 and kfac.inverse_damping == pytest.approx(0.5)
+    # A schedule whose value moves refreshes the inverses before they are due.
+    kfac.damping = lambda s: 0.1 * s
+    _fit(kfac, lin, gaussian, xs[0])
+    kfac.solve([torch.ones(2, 2), torch.ones(2)])
+    assert kfac.inverse_step == 6 and kfac.inverse_damping == pytest.approx(0.6)
 
 
 def test_non_positive_definite_factors_raise_not_nan(float64):

@@ -1,8 +1,15 @@
 """Output distributions, each with a closed-form KL and its output-space Fisher."""
 
-from natgrad.distributions.base import Distribution
+from natgrad.distributions.base import Distribution, NonFiniteError
 from natgrad.distributions.bernoulli import Bernoulli
 from natgrad.distributions.categorical import Categorical, MultiCategorical
 from natgrad.distributions.gaussian import DiagGaussian
 
-__all__ = ["Bernoulli", "Categorical", "DiagGaussian", "Distribution", "MultiCategorical"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "DiagGaussian",
+    "Distribution",
+    "MultiCategorical",
+    "NonFiniteError",
+]

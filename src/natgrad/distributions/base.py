@@ -15,6 +15,14 @@ Conventions:
     * ``kl(other)`` is ``KL(self ‖ other)`` per batch element.
     * ``fisher_mv(tangents)`` returns ``F_out · tangents`` per batch element,
       *not* averaged: callers average over the batch.
+
+Bad input is refused where it enters: a parameter holding NaN (or an
+infinity the family cannot represent) raises :class:`NonFiniteError`, a
+``ValueError`` naming the tensor, at construction; a ``value`` outside the
+support raises ``ValueError`` in ``log_prob``.  Value checks are skipped only
+inside ``torch.func.vmap``, where tensors hold no concrete values (shapes are
+still checked); callers that vmap check their inputs first, as
+:class:`~natgrad.fisher.EmpiricalFisher` does.
 """
 
 from __future__ import annotations
@@ -108,6 +116,29 @@ def check_same_family(a: Distribution, b: Distribution) -> None:
             )
 
 
+class NonFiniteError(ValueError):
+    """A distribution parameter holds NaN or an infinity its family cannot represent.
+
+    A ``ValueError`` whose message names the tensor.  The trust-region line
+    search catches exactly this class at a trial point (a trial whose outputs
+    are not finite is rejected as ``"non_finite"``, and the search goes on).
+    """
+
+
+def holds(cond: Tensor) -> bool:
+    """``bool(cond.all())``, or True where values are not concrete.
+
+    Inside ``torch.func.vmap`` or a tracing transform (``torch.func.linearize``,
+    ``make_fx``) a tensor has no value to branch on; the check is then skipped.
+    """
+    try:
+        return bool(cond.all())
+    except RuntimeError as err:  # "... data-dependent control flow ..." from vmap or make_fx
+        if "data-dependent" in str(err):
+            return True
+        raise
+
+
 def as_tensor_param(name: str, value: object) -> Tensor:
     """Check that a distribution parameter is a floating-point tensor."""
     if not isinstance(value, Tensor):
@@ -115,3 +146,51 @@ def as_tensor_param(name: str, value: object) -> Tensor:
     if not value.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     return value
+
+
+def check_finite(name: str, t: Tensor, hint: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` unless every entry of ``t`` is finite."""
+    if not holds(torch.isfinite(t.detach())):
+        raise NonFiniteError(
+            f"{name} contains NaN or inf; a distribution needs finite parameters{hint}"
+        )
+
+
+def check_value_shape(name: str, value: Tensor, event: torch.Size, batch: torch.Size) -> None:
+    """``value`` must be a tensor whose shape broadcasts to ``batch + event`` (the event kept)."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    shape = tuple(value.shape)
+    n = len(event)
+    if len(shape) < n or shape[len(shape) - n :] != tuple(event):
+        raise ValueError(
+            f"{name} has shape {shape}, but the distribution's events have shape "
+            f"{tuple(event)} (batch shape {tuple(batch)}); pass one value per batch element"
+        )
+    try:
+        torch.broadcast_shapes(torch.Size(shape[: len(shape) - n]), batch)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} has shape {shape}, which does not broadcast to the batch shape "
+            f"{tuple(batch)} with events {tuple(event)}"
+        ) from None
+
+
+def check_tangents(dist: Distribution, tangents: Sequence[Tensor]) -> list[Tensor]:
+    """``fisher_mv``'s argument: one finite tensor per parameter, shaped like it."""
+    tangents = list(tangents)
+    params = dist.params
+    if len(tangents) != len(params):
+        raise ValueError(
+            f"tangents has {len(tangents)} tensors but {type(dist).__name__} has "
+            f"{len(params)} parameters; pass one tangent per parameter"
+        )
+    for i, (t, p) in enumerate(zip(tangents, params, strict=True)):
+        if not isinstance(t, Tensor) or t.shape != p.shape:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(
+                f"tangents[{i}] has shape {shape}, but parameter {i} has shape {tuple(p.shape)}"
+            )
+        if not holds(torch.isfinite(t.detach())):
+            raise ValueError(f"tangents[{i}] contains NaN or inf; the tangents must be finite")
+    return tangents

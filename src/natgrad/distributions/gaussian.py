@@ -9,7 +9,16 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from natgrad.distributions.base import Distribution, as_tensor_param, check_same_family
+from natgrad.distributions.base import (
+    Distribution,
+    NonFiniteError,
+    as_tensor_param,
+    check_finite,
+    check_same_family,
+    check_tangents,
+    check_value_shape,
+    holds,
+)
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -22,6 +31,11 @@ class DiagGaussian(Distribution):
         mean: Tensor ``(*batch, d)``.
         log_std: Tensor broadcastable to ``mean`` (a state-independent ``(d,)``
             vector is the usual policy choice); it is expanded to ``mean``'s shape.
+
+    Raises:
+        NonFiniteError: ``mean`` or ``log_std`` holds NaN or ±inf, or ``|log_std|``
+            is so large that ``σ²`` or ``1/σ²`` overflows the dtype (about 44 in
+            float32, 354 in float64).  A ``ValueError`` naming the tensor.
 
     The output-space Fisher in ``(mean, log_std)`` coordinates is diagonal:
     ``1/σ²`` on each mean and ``2`` on each log σ.
@@ -46,6 +60,14 @@ class DiagGaussian(Distribution):
                 f"log_std of shape {tuple(log_std.shape)} does not broadcast to mean's shape "
                 f"{tuple(mean.shape)}"
             ) from None
+        check_finite("mean", mean)
+        check_finite("log_std", log_std, "; clamp it, e.g. log_std.clamp(-20, 2)")
+        limit = 0.5 * math.log(torch.finfo(log_std.dtype).max)
+        if not holds(log_std.detach().abs() < limit):
+            raise NonFiniteError(
+                f"log_std has entries outside (-{limit:.2f}, {limit:.2f}), where σ² or 1/σ² "
+                f"overflows {log_std.dtype}; clamp it, e.g. log_std.clamp(-20, 2)"
+            )
         self.mean = mean
         self.log_std = log_std
 
@@ -76,6 +98,9 @@ class DiagGaussian(Distribution):
         return self.mean + self.std * noise
 
     def log_prob(self, value: Tensor) -> Tensor:
+        check_value_shape("value", value, self.mean.shape[-1:], self.batch_shape)
+        if not holds(torch.isfinite(value.detach())):
+            raise ValueError("value contains NaN or inf; a Gaussian's values must be finite")
         z = (value - self.mean) * torch.exp(-self.log_std)
         return (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
 
@@ -94,5 +119,5 @@ class DiagGaussian(Distribution):
         return (other.log_std - self.log_std + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        d_mean, d_log_std = tangents
+        d_mean, d_log_std = check_tangents(self, tangents)
         return d_mean * torch.exp(-2 * self.log_std), 2.0 * d_log_std

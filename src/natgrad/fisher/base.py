@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,10 +18,52 @@ ModelFn = Callable[[Sequence[Tensor], Any], Distribution]
 METHODS = ("ggn", "kl_hessian", "empirical")
 
 
-def _check_damping(damping: float) -> float:
-    if not isinstance(damping, (int, float)) or not damping >= 0 or damping == float("inf"):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}; try 0.1")
+def _check_damping(damping: float, dtype: torch.dtype | None = None) -> float:
+    """λ: a finite number >= 0 (and representable in ``dtype``, so ``λ·v`` cannot be NaN)."""
+    top = math.inf if dtype is None else torch.finfo(dtype).max
+    if (
+        isinstance(damping, bool)
+        or not isinstance(damping, (int, float))
+        or not 0 <= damping < math.inf
+        or damping > top
+    ):
+        where = "" if dtype is None else f" (at most {top:.3g} in {dtype})"
+        raise ValueError(f"damping must be a finite number >= 0{where}, got {damping!r}; try 0.1")
     return float(damping)
+
+
+def _floating_tensors(batch: Any) -> list[Tensor]:
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, (tuple, list)):
+        return [t for b in batch for t in _floating_tensors(b)]
+    return []
+
+
+def check_batch(batch: Any, name: str = "batch") -> None:
+    """Refuse a batch whose tensors have 0 rows or hold NaN/inf (floating tensors)."""
+    for t in _floating_tensors(batch):
+        if t.dim() >= 1 and t.shape[0] == 0:
+            raise ValueError(
+                f"{name} is empty (a tensor of shape {tuple(t.shape)}); the Fisher is an "
+                "average over the batch and needs at least one row"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf (a tensor of shape {tuple(t.shape)})")
+
+
+def check_dist(dist: Any, name: str = "dist") -> None:
+    """A natgrad Distribution with at least one batch element."""
+    if not isinstance(dist, Distribution):
+        raise ValueError(
+            f"{name} must be a natgrad Distribution, got {type(dist).__name__}; the model "
+            "function returns one (e.g. Categorical(logits))"
+        )
+    if dist.batch_size == 0:
+        raise ValueError(
+            f"{name} has an empty batch (batch shape {tuple(dist.batch_shape)}): the batch "
+            "is empty; the Fisher is an average over the batch and needs at least one row"
+        )
 
 
 def _index_batch(batch: Any, idx: Tensor) -> Any:
@@ -53,6 +96,8 @@ def subsample_batch(
     if subsample is None:
         return batch
     n = _batch_len(batch)
+    if n == 0:
+        raise ValueError("batch is empty (0 rows); there is nothing to subsample")
     if isinstance(subsample, float) and 0 < subsample <= 1:
         k = max(1, int(round(subsample * n)))
     elif isinstance(subsample, int) and not isinstance(subsample, bool) and subsample >= 1:
@@ -69,6 +114,11 @@ def subsample_batch(
 
 class FisherOperator(ABC):
     """``v ↦ (F + λI) v`` on flat vectors, with helpers built on the product.
+
+    Every vector argument (``v`` of :meth:`mv` and :meth:`quad`, ``delta`` of
+    :meth:`kl_quadratic`, ``b`` of :meth:`solve`) must be a finite 1-d tensor of
+    length :attr:`dim` and the operator's dtype: NaN or inf is refused with a
+    ``ValueError`` naming the argument (never propagated into a NaN result).
 
     Attributes:
         dim: Length of the flat parameter vector.
@@ -93,12 +143,17 @@ class FisherOperator(ABC):
             )
         if v.dtype != self.dtype:
             raise ValueError(f"{name} has dtype {v.dtype} but the parameters are {self.dtype}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} contains NaN or inf; the Fisher acts on finite vectors")
+
+    def _damped(self, v: Tensor) -> Tensor:
+        out = self._mv(v)
+        return out.add(v, alpha=self.damping) if self.damping else out
 
     def mv(self, v: Tensor) -> Tensor:
         """The damped product ``(F + λI) v``."""
         self._check(v)
-        out = self._mv(v)
-        return out.add(v, alpha=self.damping) if self.damping else out
+        return self._damped(v)
 
     __call__ = mv
 
@@ -129,7 +184,7 @@ class FisherOperator(ABC):
         """Solve ``(F + λI) x = b`` by conjugate gradient; see :func:`natgrad.linalg.cg`."""
         self._check(b, "b")
         return cg(
-            self.mv,
+            self._damped,  # CG only multiplies finite directions (it checks them itself)
             b,
             x0=x0,
             max_iter=max_iter,
@@ -140,15 +195,35 @@ class FisherOperator(ABC):
 
 
 class DenseFisher(FisherOperator):
-    """An explicit symmetric matrix behind the operator interface."""
+    """An explicit symmetric matrix behind the operator interface.
+
+    Raises:
+        ValueError: ``matrix`` is not a finite square floating-point matrix, or
+            is not symmetric to ``√ε·max|M|`` (it is then symmetrised exactly).
+    """
 
     def __init__(self, matrix: Tensor, *, damping: float = 0.0) -> None:
-        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
-        self.matrix = matrix
+        if not isinstance(matrix, Tensor) or not matrix.is_floating_point():
+            got = matrix.dtype if isinstance(matrix, Tensor) else type(matrix).__name__
+            raise ValueError(f"matrix must be a floating-point tensor, got {got}")
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+            raise ValueError(
+                f"matrix must be square and non-empty, got shape {tuple(matrix.shape)}"
+            )
+        if not bool(torch.isfinite(matrix).all()):
+            raise ValueError("matrix contains NaN or inf")
+        scale = float(matrix.abs().max())
+        tol = math.sqrt(torch.finfo(matrix.dtype).eps) * scale
+        asym = float((matrix - matrix.T).abs().max())
+        if asym > tol:
+            raise ValueError(
+                f"matrix must be symmetric (a Fisher is), but max|M - Mᵀ| = {asym:.3g} > "
+                f"{tol:.3g}; pass (M + M.T) / 2 if the asymmetry is rounding"
+            )
+        self.matrix = 0.5 * (matrix + matrix.T)
         self.dim = matrix.shape[0]
         self.dtype = matrix.dtype
-        self.damping = _check_damping(damping)
+        self.damping = _check_damping(damping, matrix.dtype)
 
     def _mv(self, v: Tensor) -> Tensor:
         return self.matrix @ v
@@ -170,7 +245,7 @@ class _AutogradOperator(FisherOperator):
         self.params = as_param_list(params)
         self.dim = numel(self.params)
         self.dtype = self.params[0].dtype
-        self.damping = _check_damping(damping)
+        self.damping = _check_damping(damping, self.dtype)
 
     @staticmethod
     def _leaves(params: Sequence[Tensor]) -> list[Tensor]:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from natgrad.fisher.base import ModelFn, _AutogradOperator
+from natgrad.fisher.base import ModelFn, _AutogradOperator, check_batch, check_dist
 
 
 class EmpiricalFisher(_AutogradOperator):
@@ -22,6 +22,10 @@ class EmpiricalFisher(_AutogradOperator):
     Args:
         fn, params, batch, damping: as :class:`GGNFisher`.
         targets: Observed values ``yₙ`` with the batch as first dimension.
+
+    Raises:
+        ValueError: an empty batch, a batch with NaN/inf, or targets that do not
+            fit the batch (count) or the distribution (e.g. a float class index).
     """
 
     def __init__(
@@ -36,7 +40,23 @@ class EmpiricalFisher(_AutogradOperator):
         super().__init__(params, damping)
         if not isinstance(targets, Tensor):
             raise ValueError(f"targets must be a Tensor, got {type(targets).__name__}")
+        check_batch(batch)
         primals = tuple(p.detach() for p in self.params)
+        # One plain forward checks what vmap cannot: an empty batch, and targets
+        # outside the support (values are not concrete inside vmap).
+        with torch.no_grad():
+            dist = fn(primals, batch)
+        check_dist(dist, "fn(params, batch)")
+        rows = dist.batch_shape[0] if len(dist.batch_shape) else 0
+        if targets.dim() == 0 or targets.shape[0] != rows:
+            raise ValueError(
+                f"targets has shape {tuple(targets.shape)}, but the batch has {rows} rows "
+                f"(distribution batch shape {tuple(dist.batch_shape)}); pass one target per row"
+            )
+        try:
+            dist.log_prob(targets)
+        except ValueError as err:  # a target off the support, e.g. a float class index
+            raise ValueError(f"targets do not fit the model's distribution: {err}") from None
 
         def log_lik(values: tuple[Tensor, ...], x: Any, y: Tensor) -> Tensor:
             x1 = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), x)

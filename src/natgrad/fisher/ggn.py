@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import ModelFn, _AutogradOperator, subsample_batch
+from natgrad.fisher.base import ModelFn, _AutogradOperator, check_batch, check_dist, subsample_batch
 from natgrad.params import flatten, unflatten
 
 
@@ -25,6 +25,11 @@ class GGNFisher(_AutogradOperator):
         generator: Random source for ``subsample``.
         linearize: Linearise once and reuse it for every product (default), or
             recompute with one ``torch.func.jvp`` and a stored vjp per product.
+
+    Raises:
+        ValueError: an empty batch (0 rows), a batch holding NaN/inf, bad
+            ``damping``/``subsample``, or model outputs a distribution refuses
+            (e.g. a NaN mean: :class:`~natgrad.distributions.NonFiniteError`).
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class GGNFisher(_AutogradOperator):
         linearize: bool = True,
     ) -> None:
         super().__init__(params, damping)
+        check_batch(batch)
         batch = subsample_batch(batch, subsample, generator)
         self.linearize = linearize
         if linearize:
@@ -56,6 +62,7 @@ class GGNFisher(_AutogradOperator):
                 return d.params
 
             out, self._vjp_fn = torch.func.vjp(outputs, *primals)  # type: ignore[misc]
+            check_dist(holder[0], "fn(params, batch)")
             self._jvp_fn = outputs
             self._primals = primals
             self.dist = holder[0].with_params([o.detach() for o in out])
@@ -71,6 +78,7 @@ class GGNFisher(_AutogradOperator):
         """
         self = cls.__new__(cls)
         _AutogradOperator.__init__(self, params, damping)
+        check_dist(dist)
         self.linearize = True
         if not any(p.requires_grad for p in dist.params):
             raise ValueError(
@@ -81,6 +89,7 @@ class GGNFisher(_AutogradOperator):
         return self
 
     def _setup_linearized(self, dist: Distribution, leaves: Sequence[Tensor]) -> None:
+        check_dist(dist, "fn(params, batch)")
         self.dist = dist.detach()
         self._outputs = dist.params
         self._leaves_ = list(leaves)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from natgrad.distributions import Distribution
-from natgrad.fisher.base import ModelFn, _AutogradOperator, subsample_batch
+from natgrad.fisher.base import ModelFn, _AutogradOperator, check_batch, check_dist, subsample_batch
 from natgrad.params import flatten
 
 
@@ -32,9 +32,11 @@ class KLHessianFisher(_AutogradOperator):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(params, damping)
+        check_batch(batch)
         leaves = self._leaves(self.params)
         with torch.enable_grad():
             dist = fn(leaves, subsample_batch(batch, subsample, generator))
+        check_dist(dist, "fn(params, batch)")
         self._setup(dist, leaves)
 
     @classmethod
@@ -44,6 +46,7 @@ class KLHessianFisher(_AutogradOperator):
         """Build from a forward you already made (as sb3-contrib's TRPO does)."""
         self = cls.__new__(cls)
         _AutogradOperator.__init__(self, params, damping)
+        check_dist(dist)
         self._setup(dist, self.params)
         return self
 

@@ -46,6 +46,10 @@ class MLPFisher(FisherOperator):
         damping: λ in ``F + λI``.
 
     The parameters are ``list(mlp.parameters())`` followed by ``log_std``.
+
+    Raises:
+        ValueError: an unsupported ``mlp``; ``inputs`` empty, non-finite or of the
+            wrong shape/dtype; bad ``damping``; or outputs the distribution refuses.
     """
 
     def __init__(
@@ -63,10 +67,27 @@ class MLPFisher(FisherOperator):
                 "mlp must be an nn.Sequential of Linear layers (with bias) and Tanh/ReLU; "
                 "use GGNFisher for other models"
             )
-        self.damping = _check_damping(damping)
         self.params = list(mlp.parameters()) + ([log_std] if log_std is not None else [])
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
+        self.damping = _check_damping(damping, self.dtype)
+        if not isinstance(inputs, Tensor) or inputs.dim() != 2 or inputs.dtype != self.dtype:
+            got = (tuple(inputs.shape), inputs.dtype) if isinstance(inputs, Tensor) else inputs
+            raise ValueError(
+                f"inputs must be a (N, in_features) tensor of dtype {self.dtype}, got {got}"
+            )
+        if inputs.shape[1] != mlp[0].in_features:
+            raise ValueError(
+                f"inputs has {inputs.shape[1]} features but the first layer takes "
+                f"{mlp[0].in_features}"
+            )
+        if inputs.shape[0] == 0:
+            raise ValueError(
+                "inputs is an empty batch (0 rows); the Fisher is an average over the batch "
+                "and needs at least one row"
+            )
+        if not bool(torch.isfinite(inputs).all()):
+            raise ValueError("inputs contains NaN or inf")
         self.has_log_std = log_std is not None
         self.layers: list[tuple[Tensor, Tensor]] = []
         self.acts: list[Tensor] = []  # the input of each linear layer

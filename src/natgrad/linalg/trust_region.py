@@ -9,8 +9,14 @@ Given the gradient ``g`` of a loss to *minimise* and a Fisher operator ``F``:
    point whose *measured* KL is ≤ δ **and** whose loss improved;
 4. if none is accepted the parameters are restored bit for bit.
 
-Failures (CG breakdown, no acceptable point, non-finite values) come back in
-:class:`StepInfo`; nothing is raised for them.
+Failures (CG breakdown or divergence, no acceptable point, non-finite values)
+come back in :class:`StepInfo`; nothing is raised for them.  Bad arguments
+(``max_kl`` not a finite number > 0, a NaN gradient, shapes that do not fit)
+raise ``ValueError`` naming the argument.  If ``loss_fn``/``kl_fn`` raise at a
+trial point the parameters are restored before the exception propagates; a
+trial whose model outputs are not finite (a
+:class:`~natgrad.distributions.NonFiniteError` from building the distribution)
+is rejected as ``"non_finite"`` and the search goes on.
 """
 
 from __future__ import annotations
@@ -22,8 +28,25 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from natgrad.linalg.cg import CGResult, MatVec, cg
+from natgrad.distributions.base import NonFiniteError
+from natgrad.linalg.cg import CGResult, MatVec
+from natgrad.linalg.direction import (
+    NaturalDirection,
+    _check_max_kl,
+    natural_direction,
+    scaled_direction,
+)
 from natgrad.params import as_param_list, numel, unflatten
+
+__all__ = [
+    "NaturalDirection",
+    "StepInfo",
+    "line_search",
+    "natural_direction",
+    "natural_step",
+    "scaled_direction",
+    "trust_region_step",
+]
 
 ScalarFn = Callable[[], Tensor | float]
 
@@ -35,15 +58,18 @@ class StepInfo:
     Attributes:
         accepted: The parameters were moved (False: restored exactly).
         reason: ``"accepted"``, ``"kl_exceeded"``, ``"no_improvement"``,
-            ``"non_finite"`` (a trial gave NaN/inf), ``"cg_breakdown"`` (no
-            usable direction) or ``"zero_gradient"``.
+            ``"non_finite"`` (a trial, or the loss at θ₀, gave NaN/inf),
+            ``"cg_breakdown"`` (no usable direction), ``"cg_diverged"`` (CG's
+            iterate diverged: :attr:`CGResult.diverged`) or ``"zero_gradient"``.
         backtracks: Shrinks made before the accepted point (or in all, if rejected).
         step_fraction: ``ρᵏ`` of the accepted point; 0.0 if rejected.
         step_size: β, the scale of the full step.
-        kl: Measured KL at the accepted point, or at the last trial if rejected
-            (NaN when it was not measured).
-        loss_before: Loss at θ₀.
-        loss_after: Loss at the final parameters.
+        kl: Measured KL at the accepted point, or at the last trial if rejected.
+            NaN is a sentinel, not a result: "not measured" (no trial made, or
+            :func:`natural_step` without ``kl_fn``).
+        loss_before: Loss at θ₀ (NaN: not measured, :func:`natural_step` without
+            ``loss_fn``).
+        loss_after: Loss at the final parameters (NaN: not measured).
         expected_improvement: First-order predicted decrease of the full step, ``β gᵀx``.
         cg: The conjugate-gradient record.
     """
@@ -82,53 +108,8 @@ def _check_step_args(params: Sequence[Tensor], grad: Tensor, max_kl: float) -> l
         raise ValueError(
             "grad contains NaN or inf; check the loss and the data (rewards, observations)"
         )
-    if not isinstance(max_kl, (int, float)) or not (0 < max_kl < math.inf):
-        raise ValueError(f"max_kl must be a finite number > 0, got {max_kl!r}; 0.01 is usual")
+    _check_max_kl(max_kl)
     return params
-
-
-@dataclass(frozen=True)
-class NaturalDirection:
-    """``x ≈ F⁻¹g`` and the scale β that puts the quadratic KL of ``βx`` at the radius."""
-
-    x: Tensor
-    step_size: float
-    expected_improvement: float
-    cg: CGResult
-
-    @property
-    def usable(self) -> bool:
-        return self.step_size > 0 and math.isfinite(self.step_size)
-
-
-def natural_direction(
-    fisher_mv: MatVec,
-    grad: Tensor,
-    max_kl: float,
-    *,
-    cg_iters: int = 10,
-    cg_rtol: float = 1e-10,
-    cg_atol: float = 0.0,
-    preconditioner: MatVec | None = None,
-) -> NaturalDirection:
-    """Solve ``F x = g`` by CG and scale it to the KL radius: ``β = sqrt(2δ / xᵀFx)``."""
-    result = cg(
-        fisher_mv,
-        grad,
-        max_iter=cg_iters,
-        rtol=cg_rtol,
-        atol=cg_atol,
-        preconditioner=preconditioner,
-    )
-    x = result.x
-    # CG keeps r = g − Fx, so xᵀFx = xᵀ(g − r) without another Fisher product.
-    if result.iterations == 0:
-        xfx = 0.0
-    elif result.residual is not None:
-        xfx = float(x @ (grad - result.residual))
-    else:
-        xfx = float(x @ fisher_mv(x))
-    return scaled_direction(x, xfx, grad, max_kl, result)
 
 
 @torch.no_grad()
@@ -137,6 +118,11 @@ def _apply(
 ) -> None:
     for p, p0, s in zip(params, old, step, strict=True):
         torch.add(p0, s, alpha=-f, out=p)
+
+
+def _finite(params: Sequence[Tensor]) -> bool:
+    """The parameters of a trial point are finite (a huge step can overflow their dtype)."""
+    return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 @torch.no_grad()
@@ -223,45 +209,55 @@ def line_search(
     """
     params = as_param_list(params)
     _check_line_search(backtrack_ratio, max_backtracks)
+    max_kl = _check_max_kl(max_kl)
+    if not isinstance(direction, NaturalDirection):
+        raise ValueError(
+            f"direction must be a NaturalDirection (from natural_direction or "
+            f"scaled_direction), got {type(direction).__name__}"
+        )
     d = direction
+    if d.x.shape != (numel(params),):
+        raise ValueError(
+            f"direction.x has shape {tuple(d.x.shape)}, but params have {numel(params)} entries"
+        )
     with torch.no_grad():
-        l0 = _float(loss_fn()) if loss_before is None else float(loss_before)
+        l0 = _float(loss_fn()) if loss_before is None else _float(loss_before)
     if not d.usable:
-        return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
+        return StepInfo(False, d.failure, 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
+    if not math.isfinite(l0):
+        return StepInfo(False, "non_finite", 0, 0.0, d.step_size, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]
     step = unflatten(d.x * d.step_size, params, "step")
     reason, kl, frac = "kl_exceeded", math.nan, 1.0
-    for k in range(max_backtracks):
-        _apply(params, old, step, frac)
-        with torch.no_grad():
-            kl, loss = _float(kl_fn()), _float(loss_fn())
-        if not (math.isfinite(kl) and math.isfinite(loss)):
-            reason = "non_finite"
-        elif kl > max_kl:
-            reason = "kl_exceeded"
-        elif not loss < l0:
-            reason = "no_improvement"
-        else:
-            return StepInfo(
-                True, "accepted", k, frac, d.step_size, kl, l0, loss, d.expected_improvement, d.cg
-            )
-        frac *= backtrack_ratio
+    try:
+        for k in range(max_backtracks):
+            _apply(params, old, step, frac)
+            with torch.no_grad():
+                try:
+                    if not _finite(params):
+                        raise NonFiniteError("the trial parameters overflowed")
+                    kl, loss = _float(kl_fn()), _float(loss_fn())
+                except NonFiniteError:  # the model's outputs at this trial are not finite
+                    kl, loss = math.nan, math.nan
+            if not (math.isfinite(kl) and math.isfinite(loss)):
+                reason = "non_finite"
+            elif kl > max_kl:
+                reason = "kl_exceeded"
+            elif not loss < l0:
+                reason = "no_improvement"
+            else:
+                return StepInfo(
+                    True, "accepted", k, frac, d.step_size, kl, l0, loss,
+                    d.expected_improvement, d.cg,
+                )  # fmt: skip
+            frac *= backtrack_ratio
+    except BaseException:
+        _restore(params, old)
+        raise
     _restore(params, old)
     return StepInfo(
         False, reason, max_backtracks, 0.0, d.step_size, kl, l0, l0, d.expected_improvement, d.cg
     )
-
-
-def scaled_direction(
-    x: Tensor, xfx: float, grad: Tensor, max_kl: float, cg: CGResult | None = None
-) -> NaturalDirection:
-    """A :class:`NaturalDirection` from ``x ≈ F⁻¹g`` and ``xᵀFx`` computed elsewhere."""
-    if cg is None:
-        cg = CGResult(x, 0, 0.0, True, False)
-    if not (xfx > 0 and math.isfinite(xfx)):
-        return NaturalDirection(x, 0.0, 0.0, cg)
-    beta = math.sqrt(2.0 * max_kl / xfx)
-    return NaturalDirection(x, beta, beta * float(grad @ x), cg)
 
 
 def natural_step(
@@ -281,8 +277,11 @@ def natural_step(
     """NPG: the natural step of fixed KL radius, ``θ ← θ − βx``, with no line search.
 
     ``kl_fn`` and ``loss_fn`` are optional and only measured for the record
-    (one evaluation each).  A CG breakdown leaves the parameters unchanged.
-    ``direction`` skips CG (``fisher_mv`` may then be None).
+    (one evaluation each; NaN in the record when not given).  An unusable
+    direction (CG breakdown or divergence) leaves the parameters unchanged, and
+    so does a step after which a measured KL or loss is not finite (reason
+    ``"non_finite"``, parameters restored).  ``direction`` skips CG
+    (``fisher_mv`` may then be None).
     """
     params = _check_step_args(params, grad, max_kl)
     with torch.no_grad():
@@ -296,11 +295,33 @@ def natural_step(
             fisher_mv, grad, max_kl, cg_iters=cg_iters, cg_rtol=cg_rtol, cg_atol=cg_atol,
             preconditioner=preconditioner,
         )  # fmt: skip
+    if not isinstance(d, NaturalDirection) or d.x.shape != grad.shape:
+        got = tuple(d.x.shape) if isinstance(d, NaturalDirection) else type(d).__name__
+        raise ValueError(
+            f"direction must be a NaturalDirection for {grad.shape[0]} entries, got {got}"
+        )
     if not d.usable:
-        return StepInfo(False, "cg_breakdown", 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
+        return StepInfo(False, d.failure, 0, 0.0, 0.0, math.nan, l0, l0, 0.0, d.cg)
     old = [p.detach().clone() for p in params]
     _apply(params, old, unflatten(d.x * d.step_size, params, "step"), 1.0)
-    with torch.no_grad():
-        kl = _float(kl_fn()) if kl_fn is not None else math.nan
-        l1 = _float(loss_fn()) if loss_fn is not None else math.nan
+    try:
+        with torch.no_grad():
+            try:
+                if not _finite(params):
+                    raise NonFiniteError("the new parameters overflowed")
+                kl = _float(kl_fn()) if kl_fn is not None else math.nan
+                l1 = _float(loss_fn()) if loss_fn is not None else math.nan
+                bad = (kl_fn is not None and not math.isfinite(kl)) or (
+                    loss_fn is not None and not math.isfinite(l1)
+                )
+            except NonFiniteError:
+                kl, l1, bad = math.nan, math.nan, True
+    except BaseException:
+        _restore(params, old)
+        raise
+    if bad:
+        _restore(params, old)
+        return StepInfo(
+            False, "non_finite", 1, 0.0, d.step_size, kl, l0, l0, d.expected_improvement, d.cg
+        )
     return StepInfo(True, "accepted", 0, 1.0, d.step_size, kl, l0, l1, d.expected_improvement, d.cg)

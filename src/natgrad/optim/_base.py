@@ -123,9 +123,14 @@ class Preconditioner(ABC):
             ids = [id(p) for p in params]
             ordered = [tensors[ids.index(id(p))] for p in self.params]
         for i, (t, p) in enumerate(zip(ordered, self.params, strict=True)):
-            if t.shape != p.shape:
+            if not isinstance(t, Tensor) or t.shape != p.shape:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise ValueError(
-                    f"{name} for parameter {i} has shape {tuple(t.shape)}, expected {tuple(p.shape)}"
+                    f"{name} for parameter {i} has shape {got}, expected {tuple(p.shape)}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(
+                    f"{name} for parameter {i} contains NaN or inf; pass finite tensors"
                 )
         return ordered
 
@@ -177,27 +182,40 @@ class Preconditioner(ABC):
             )
 
     def solve(
-        self, grads: Sequence[Tensor], params: Sequence[Tensor] | None = None
+        self,
+        grads: Sequence[Tensor],
+        params: Sequence[Tensor] | None = None,
+        *,
+        damping: float | None = None,
     ) -> list[Tensor]:
         """Natural gradients ``(F̂ ⊕ λ)⁻¹ g``, one tensor per parameter.
 
         Args:
-            grads: One gradient per parameter, in ``self.params`` order, or in the
-                order of ``params`` when given.
+            grads: One finite gradient per parameter, in ``self.params`` order, or
+                in the order of ``params`` when given.
             params: The preconditioner's parameters in another order (all of them).
+            damping: λ for this solve instead of :meth:`current_damping` (a caller
+                with its own step count, e.g. :class:`~natgrad.optim.NaturalGradient`).
         """
         self._check_ready()
         ordered = self._order(grads, params, "grads")
-        return self._unorder(self._solve(ordered, self.current_damping()), params)
+        return self._unorder(self._solve(ordered, self._damping(damping)), params)
 
     def solve_quad(
-        self, grads: Sequence[Tensor], params: Sequence[Tensor] | None = None
+        self,
+        grads: Sequence[Tensor],
+        params: Sequence[Tensor] | None = None,
+        *,
+        damping: float | None = None,
     ) -> tuple[list[Tensor], Tensor]:
         """:meth:`solve` and the undamped ``xᵀF̂x`` of its result, in one pass."""
         self._check_ready()
         ordered = self._order(grads, params, "grads")
-        xs, quad = self._solve_quad(ordered, self.current_damping())
+        xs, quad = self._solve_quad(ordered, self._damping(damping))
         return self._unorder(xs, params), quad
+
+    def _damping(self, damping: float | None) -> float:
+        return self.current_damping() if damping is None else resolve_damping(damping, self.steps)
 
     def _solve_quad(self, grads: list[Tensor], damping: float) -> tuple[list[Tensor], Tensor]:
         xs = self._solve(grads, damping)

@@ -101,6 +101,12 @@ def parse_closure_result(
     if targets is not None and not isinstance(targets, Tensor):
         raise ValueError(f"the closure's targets must be a Tensor, got {type(targets).__name__}")
     dist = as_distribution(output, likelihood, std)
+    if dist.batch_size == 0:
+        raise ValueError(
+            f"the closure's output distribution has an empty batch (batch shape "
+            f"{tuple(dist.batch_shape)}): the batch is empty; the Fisher is an average over "
+            "the batch and needs at least one row"
+        )
     if not any(z.requires_grad for z in dist.params):
         raise ValueError(
             "the closure's output does not depend on any parameter (it does not require "
@@ -151,6 +157,13 @@ def output_cotangents(
     """
     if mode not in COTANGENT_MODES:
         raise ValueError(f"mode must be one of {COTANGENT_MODES}, got {mode!r}")
+    if not isinstance(dist, Distribution):
+        raise ValueError(f"dist must be a natgrad Distribution, got {type(dist).__name__}")
+    if dist.batch_size == 0:
+        raise ValueError(
+            f"dist has an empty batch (batch shape {tuple(dist.batch_shape)}): the batch is "
+            "empty; the Fisher estimate is an average over the batch and needs at least one row"
+        )
     if mode == "empirical" and targets is None:
         raise ValueError(
             "the empirical Fisher needs the observed targets: return "
@@ -210,7 +223,12 @@ def _analytic_score(
         p = torch.softmax(dist.logits.detach(), dim=-1)
         if y is None:
             u = torch.rand(p.shape[:-1] + (1,), generator=generator, dtype=p.dtype, device=p.device)
-            y = (p.cumsum(-1) < u).sum(-1).clamp_(max=p.shape[-1] - 1)
+            # The first category whose cumulative probability reaches u > 0 has p > 0, so a
+            # masked (-inf) category is never drawn; rounding may leave u above the total,
+            # hence the clamp to the last category with p > 0.
+            last = p.shape[-1] - 1 - (p > 0).flip(-1).to(torch.uint8).argmax(-1)
+            u.clamp_(min=torch.finfo(p.dtype).tiny)
+            y = torch.minimum((p.cumsum(-1) < u).sum(-1), last)
         elif y.shape != p.shape[:-1]:
             raise ValueError(
                 f"targets of shape {tuple(y.shape)} do not fit categorical logits of shape "

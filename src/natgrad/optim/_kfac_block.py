@@ -154,6 +154,13 @@ class KFACBlock:
         tg = float(torch.diagonal(self.G).mean())
         pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 and math.isfinite(ta / tg) else 1.0
         root = math.sqrt(damping)
+        top = torch.finfo(self.A.dtype).max
+        if not (pi * root < top and root / pi < top):
+            raise KFACFactorError(
+                f"damping={damping!r} is too large for the {self.A.dtype} factors of module "
+                f"'{self.path}' (the π-corrected shifts √λ·π = {pi * root:.3g} and "
+                f"√λ/π = {root / pi:.3g} overflow); use a smaller damping"
+            )
         self.A_inv = self._spd_inverse(self.A, pi * root, "A", damping)
         self.G_inv = self._spd_inverse(self.G, root / pi, "G", damping)
 

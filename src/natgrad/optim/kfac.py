@@ -27,7 +27,10 @@ raises ``ValueError`` naming the module path and type, unless
 **Damping and inverses.**  ``damping`` is a float or a schedule
 ``damping(step)`` (``step`` = factor updates so far).  Factors are EMAs with
 decay ``factor_decay``; the π-corrected damped inverses are recomputed every
-``inverse_every`` updates (and whenever a float damping changes).  A damped
+``inverse_every`` updates, and whenever λ changes (a float set anew, or a
+schedule whose value moved: a schedule that changes at every step costs an
+inverse per step, a piecewise-constant one costs nothing extra), so a solve
+always applies the λ of :meth:`current_damping`.  A damped
 factor that is not positive definite raises :class:`KFACFactorError` naming
 the module — never NaNs.
 
@@ -274,22 +277,23 @@ class KFAC(Preconditioner):
             self.diag.accumulate(outputs, cots, dist.batch_shape)
         self.steps += 1
 
-    def update_inverses(self) -> None:
-        """Recompute every block's damped inverse at the current damping now."""
+    def update_inverses(self, damping: float | None = None) -> None:
+        """Recompute every block's damped inverse now, at ``damping`` or the current λ."""
         self._check_ready()
-        lam = self.current_damping()
+        lam = self.current_damping() if damping is None else float(damping)
         for b in self.blocks:
             b.invert(lam)
         self.inverse_step, self.inverse_damping = self.steps, lam
 
-    def _refresh(self) -> None:
+    def _refresh(self, damping: float) -> None:
+        """Inverses due every ``inverse_every`` updates, and whenever λ changed: the
+        blocks and the diagonal part then always apply the same λ, the one asked for."""
         due = self.inverse_step is None or self.steps - self.inverse_step >= self.inverse_every
-        changed = not callable(self.damping) and self.inverse_damping != float(self.damping)
-        if due or changed:
-            self.update_inverses()
+        if due or self.inverse_damping != damping:
+            self.update_inverses(damping)
 
     def _solve(self, grads: list[Tensor], damping: float) -> list[Tensor]:
-        self._refresh()
+        self._refresh(damping)
         out: list[Tensor] = []
         pos = 0
         for b in self.blocks:
@@ -301,7 +305,7 @@ class KFAC(Preconditioner):
         return out
 
     def _solve_quad(self, grads: list[Tensor], damping: float) -> tuple[list[Tensor], Tensor]:
-        self._refresh()
+        self._refresh(damping)
         out: list[Tensor] = []
         quads = []
         pos = 0

@@ -87,13 +87,17 @@ class GroupStep:
         step_size: α in ``θ ← θ − α x``.
         predicted_kl: ``½ α² xᵀFx`` with the undamped Fisher used (K-FAC's or the
             diagonal's for those methods).
-        damping: λ used.
+        damping: λ used: ``damping(step)`` for a schedule, with ``step`` the number
+            of steps taken before this one, for every Fisher type (K-FAC
+            recomputes its inverses when λ changes).
         grad_norm: ``‖g‖``.
         step_norm: ``‖α x‖``.
         cg_iterations, cg_residual, cg_status: the CG record (``None`` for the
             direct ``"kfac"``/``"diag"`` solves).
         status: ``"stepped"``, ``"zero_curvature"`` (``xᵀFx = 0``: no step under
-            ``max_kl``) or ``"non_finite"`` (no step).
+            ``max_kl``) or ``"non_finite"`` (no step: the gradient, ``x`` or
+            ``xᵀFx`` was not finite, or ``α·x`` would overflow the parameters'
+            dtype; ``grad_norm`` is NaN when the gradient was not finite).
     """
 
     rule: str
@@ -180,8 +184,12 @@ class NaturalGradient(torch.optim.Optimizer):
             raise ValueError(
                 f"fisher_options apply to fisher='kfac' or 'diag' only, got fisher={fisher!r}"
             )
-        if not isinstance(cg_rtol, (int, float)) or not cg_rtol >= 0:
-            raise ValueError(f"cg_rtol must be >= 0, got {cg_rtol!r}")
+        if (
+            isinstance(cg_rtol, bool)
+            or not isinstance(cg_rtol, (int, float))
+            or not 0 <= cg_rtol < math.inf
+        ):
+            raise ValueError(f"cg_rtol must be a finite number >= 0, got {cg_rtol!r}")
         self.fisher = fisher
         self.likelihood = likelihood
         self.likelihood_std = float(likelihood_std)
@@ -311,14 +319,20 @@ class NaturalGradient(torch.optim.Optimizer):
         self, gi: int, group: dict[str, Any], grads: list[Tensor], dist: Any, targets: Any
     ) -> tuple[list[Tensor], float, GroupStep]:
         params = group["params"]
+        # λ of this step, for every Fisher type: damping(steps_taken), used and reported.
         lam = resolve_damping(group["damping"], self.steps_taken)
         cg_info: tuple[int | None, float | None, str | None] = (None, None, None)
-        if self.fisher in ("kfac", "diag"):
-            prec = self.preconditioners[gi]
-            assert prec is not None
+        prec = self.preconditioners[gi]
+        if prec is not None:
             prec.damping = group["damping"]
             prec.update_factors(dist, targets)
-            xs, quad = prec.solve_quad(grads, params)
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            return list(grads), 0.0, GroupStep(
+                "lr" if group["lr"] is not None else "max_kl", 0.0, 0.0, lam, math.nan, 0.0,
+                None, None, None, "non_finite",
+            )  # fmt: skip
+        if prec is not None:
+            xs, quad = prec.solve_quad(grads, params, damping=lam)
             xfx_t = quad
         else:
             g = flatten(grads)
@@ -350,6 +364,8 @@ class NaturalGradient(torch.optim.Optimizer):
                 status = "zero_curvature"
         if not (math.isfinite(x_norm) and math.isfinite(xfx)):
             alpha, status = 0.0, "non_finite"
+        elif alpha and not alpha * (x_norm + 1.0) < 0.5 * torch.finfo(params[0].dtype).max:
+            alpha, status = 0.0, "non_finite"  # the step α·x would overflow the parameters
         info = GroupStep(
             rule=rule,
             step_size=alpha,

@@ -91,6 +91,10 @@ def standard_points(
                 [-0.0000, -1.4142]], dtype=torch.float64)
     """
     check_n_samples(n_samples)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if n_samples is None:
         eye = math.sqrt(dim) * torch.eye(dim, dtype=dtype, device=device)
         return torch.cat([eye, -eye])
@@ -259,7 +263,12 @@ def elbo(
 
     The estimator averages ``log p(z_i) − log q(z_i)``; at the exact posterior this
     ratio is the constant ``log p(data)``, so the estimate is then exact for any
-    sample.
+    sample.  It is ``-inf`` when ``log_joint`` is ``-inf`` at a point (``q``
+    puts mass where ``p`` has none).
+
+    Raises:
+        ValueError: bad ``q``/``n_samples``, or ``log_joint`` returned NaN or
+            ``+inf`` at some point (no ELBO to estimate).
 
     Example:
         >>> q = FullGaussianQ(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
@@ -272,4 +281,10 @@ def elbo(
     )
     with torch.no_grad():
         z = q.transform(eps)
-        return (call_log_joint(log_joint, z) - q.log_prob(z)).mean()
+        f = call_log_joint(log_joint, z)
+        if bool(torch.isnan(f).any() | (f == math.inf).any()):
+            raise ValueError(
+                "log_joint returned NaN or +inf at some of the points z drawn from q; "
+                "check the model (an unnormalisable or undefined log density has no ELBO)"
+            )
+        return (f - q.log_prob(z)).mean()

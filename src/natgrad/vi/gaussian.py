@@ -192,6 +192,11 @@ class DiagGaussianQ(_GaussianBase):
                 f"precision must be strictly positive (a diagonal PD matrix), got min "
                 f"{float(precision.min()):.3g}; pass positive precisions (1 / variance)"
             )
+        if not bool(torch.isfinite(precision.reciprocal()).all()):
+            raise ValueError(
+                f"precision has entries so small (min {float(precision.min()):.3g}) that the "
+                f"variance 1/precision overflows {precision.dtype}"
+            )
         self.loc = loc
         self.precision = precision
 

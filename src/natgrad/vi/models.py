@@ -167,6 +167,12 @@ class BayesianLogisticRegression:
         X = torch.as_tensor(X, dtype=q.dtype, device=q.device)
         if X.ndim != 2 or X.shape[1] != q.dim:
             raise ValueError(f"X must have shape (n, {q.dim}), got {tuple(X.shape)}")
+        if not bool(torch.isfinite(X).all()):
+            raise ValueError("X contains NaN or inf")
+        if n_samples is not None and (
+            isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1
+        ):
+            raise ValueError(f"n_samples must be a positive integer or None, got {n_samples!r}")
         with torch.no_grad():
             if n_samples is None:
                 return torch.sigmoid(X @ q.loc)
