@@ -142,6 +142,7 @@ class OnPolicyAlgorithm:
             self.policy = ActorCritic.from_config(
                 int(self.collector.obs_dim), self.action_space, self.policy_config,  # type: ignore[attr-defined]
                 actor=actor, critic=critic, fast_paths=cfg.fast_paths,
+                observation_space=self.observation_space,
             )  # fmt: skip
         self.custom_modules = {"actor": actor is not None, "critic": critic is not None}
         self.critic_fitter = CriticFitter(
@@ -168,7 +169,9 @@ class OnPolicyAlgorithm:
         cfg = self.config
         if self.kfac is not None:
             return kfac_direction(self.policy, self.kfac, problem.grads, problem.grad, cfg)
-        fisher = fisher_operator(self.policy, problem.dist, problem.obs, cfg, self.generator)
+        fisher = fisher_operator(
+            self.policy, problem.dist, problem.obs, cfg, self.generator, problem.masks
+        )
         return natural_direction(
             fisher.mv, problem.grad, cfg.max_kl, cg_iters=cfg.cg_iters, cg_rtol=cfg.cg_rtol,
             cg_atol=cfg.cg_atol,
@@ -244,7 +247,9 @@ class OnPolicyAlgorithm:
             advantages=adv.reshape(flat).float(),
             returns=ret.reshape(flat).float(),
             values=values.reshape(flat).float(),
-        )
+            action_masks=None if rollout.action_masks is None
+            else torch.from_numpy(rollout.action_masks.reshape(flat, -1)),
+        )  # fmt: skip
 
     # --- the loop -------------------------------------------------------------------------
     def learn(
@@ -321,8 +326,11 @@ class OnPolicyAlgorithm:
         state: Any = None,
         episode_start: Any = None,
         deterministic: bool = False,
+        action_masks: Any = None,
     ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict``: env-ready actions for one observation or a batch.
+        """SB3's ``predict``: env-ready actions for one observation or a batch; with
+        ``action_masks`` (one bool per logit and observation, True = legal: sb3-contrib's
+        ``MaskablePPO.predict``) only legal actions are chosen.
 
         Returns:
             ``(actions, state)``; the policy has no recurrent state, so ``state`` comes
@@ -330,9 +338,11 @@ class OnPolicyAlgorithm:
 
         Raises:
             ValueError: For an observation of the wrong shape (naming the expected one) or
-                with a non-finite entry.
+                with a non-finite entry; a mask of the wrong shape or dtype, or with no
+                legal action.
         """
-        return self.actor()(observation, deterministic=deterministic), state
+        actor = self.actor()
+        return actor(observation, deterministic=deterministic, action_masks=action_masks), state
 
     def evaluate(self, episodes: int = 10, seed: int = 10_000, env: Any = None) -> np.ndarray:
         """Returns of deterministic episodes on a fresh env (or ``env``: an env, id or
