@@ -247,6 +247,12 @@ class ActorCritic(nn.Module):
         log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
         if self.actor_spec is not None:
             return NumpyMLPSampler(self.actor_spec, self.kind, log_std=log_std, nvec=self.nvec)
+        if self.fast_paths:
+            from natgrad.rl.policies.cnn_sampler import cnn_numpy_sampler
+
+            fast = cnn_numpy_sampler(self.actor, self.kind, log_std=log_std, nvec=self.nvec)
+            if fast is not None:
+                return fast
         return TorchSampler(
             _CopiedActor(self.actor), self.kind, self.out_dim, log_std=log_std, nvec=self.nvec
         )

@@ -293,10 +293,11 @@ def extractor_name(value: Any) -> str:
     """
     if isinstance(value, str):
         return value
-    if not isinstance(value, type):
+    if not (isinstance(value, type) and issubclass(value, nn.Module)):
         raise ValueError(
-            f"policy_kwargs['features_extractor_class']={value!r} must be a class (or a name: "
-            f"{', '.join(EXTRACTOR_NAMES)})"
+            f"policy_kwargs['features_extractor_class']={value!r} is not supported: pass an "
+            f"nn.Module class (SB3-style: Class(observation_space, **kwargs) with an int "
+            f"features_dim) or a name: {', '.join(EXTRACTOR_NAMES)}"
         )
     if value is NatureCNN or (value.__name__ == "NatureCNN" and "stable_baselines3" in value.__module__):
         return "nature"

@@ -240,6 +240,27 @@ class NumpyMLPSampler(_Sampler):
             raise ValueError("kind='gaussian' needs log_std (shape (act_dim,))")
 
     @classmethod
+    def from_layers(
+        cls,
+        layers: list[tuple[np.ndarray, np.ndarray, str | None]],
+        kind: str,
+        *,
+        log_std: Any = None,
+        nvec: Sequence[int] | None = None,
+        row_exact: bool = True,
+    ) -> NumpyMLPSampler:
+        """A sampler over ready ``(weight (in, out), bias, activation)`` layers (e.g. a
+        small convolution written as the dense matrix it is:
+        :mod:`~natgrad.rl.policies.cnn_sampler`)."""
+        self = cls.__new__(cls)
+        self.layers = [(np.ascontiguousarray(w, dtype=np.float32),
+                        np.asarray(b, dtype=np.float32).copy(), a) for w, b, a in layers]  # fmt: skip
+        self.obs_dim = self.layers[0][0].shape[0]
+        self.row_exact = row_exact
+        self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
+        return self
+
+    @classmethod
     def for_space(
         cls, actor: nn.Module | MLPSpec, space: spaces.Space, *, log_std: Any = None, **kw: Any
     ) -> NumpyMLPSampler:

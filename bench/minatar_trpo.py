@@ -10,7 +10,7 @@ The score is the mean undiscounted return of the last 100 training episodes, log
 after every iteration (the curve), one JSON line per run in
 ``bench/results/minatar_learning.jsonl``::
 
-    python bench/minatar.py learn --envs MinAtar/Breakout-v1,MinAtar/SpaceInvaders-v1 \
+    python bench/minatar_trpo.py learn --envs MinAtar/Breakout-v1,MinAtar/SpaceInvaders-v1 \
         --seeds 3 --steps 200000 --jobs 2
 
 Speed (``speed``): in one process, alternately, a few iterations of each library
@@ -18,7 +18,7 @@ Speed (``speed``): in one process, alternately, a few iterations of each library
 of the surrogate on the same CNN policy and batch, and the per-step cost of the rollout
 sampler; medians over ``--repeats``::
 
-    python bench/minatar.py speed --repeats 5
+    python bench/minatar_trpo.py speed --repeats 5
 
 Needs the ``bench`` and ``minatar`` extras.
 """
