@@ -133,6 +133,7 @@ def learn_one(arm: str, env_id: str, seed: int, steps: int, n_steps: int | None 
         final = curve[-1][1]
         model.close()
     res = {"arm": arm, "env": env_id, "seed": seed, "steps": steps, "final_return": final,
+           "n_steps": n_steps or SETTINGS["n_steps"],
            "seconds": time.perf_counter() - t0, "curve": curve}  # fmt: skip
     return res
 
@@ -291,6 +292,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200_000)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--n-steps", type=int, default=None, help="steps per iteration (2048)")
     s = sub.add_parser("speed")
     s.add_argument("--env", default="MinAtar/Breakout-v1")
     s.add_argument("--repeats", type=int, default=5)
@@ -298,7 +300,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "learn":
         learn(args.envs.split(","), args.seeds, args.steps, args.jobs,
-              arms=tuple(args.arms.split(",")), first_seed=args.first_seed)  # fmt: skip
+              arms=tuple(args.arms.split(",")), first_seed=args.first_seed,
+              n_steps=args.n_steps)  # fmt: skip
         print(json.dumps(summarise()), flush=True)
         print(plot())
     elif args.cmd == "speed":
