@@ -176,3 +176,27 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     agent.train_iteration()
     assert agent.iteration == 3 and agent.rollouts.state_dict()["pending_rollout"] is None
     agent.close()
+
+
+def test_env_package_registers_ids_in_the_learner_and_in_workers(tmp_path, capsys):
+    run = tmp_path / "pkg"
+    args = ["train", "NatgradTest/Lights-v0", "--env-package", "rl.env_package:register",
+            *TINY, "--vec", "async", "--run-dir", str(run), "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["rollout"]["env_package"] == "rl.env_package:register"
+    assert main(["train", "--resume", str(run), "--steps", "384", "--no-progress", "--no-eval"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["MinAtar/Breakout-v1"], "--env-package minatar.gym:register_envs"),
+        (["CartPole-v1", "--env-package", "no_such_pkg_xyz"], "cannot import 'no_such_pkg_xyz'"),
+        (["CartPole-v1", "--env-package", "json:nope"], "has no function 'nope'"),
+        (["CartPole-v1", "--env-wrapper", "nowhere:fn"], "env_wrapper='nowhere:fn' cannot be"),
+    ],
+)
+def test_env_package_and_wrapper_errors(args, message, capsys, tmp_path):
+    assert main(["train", *args, *TINY, "--run-dir", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err

@@ -342,6 +342,8 @@ class SyncVecEnv(VecEnv):
         new = [load_env(blob) for blob in state]
         self.close()
         self.envs = new
+        if self._mask_fns is not None:  # the masks of the restored envs, not the old ones
+            self._mask_fns = [mask_method(env) for env in new]
 
     def close(self) -> None:
         """Close the envs."""
