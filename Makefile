@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= mujoco,examples,bench,ray,dev
+EXTRAS ?= mujoco,examples,bench,ray,atari,dev
 # Arguments for `make train`, e.g. make train ARGS="Hopper-v5 --steps 1000000"
 ARGS   ?=
 # Parallel test workers (pytest-xdist); 0 runs in one process.
@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of torch first, pinned: a loose spec would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install "torch==2.13.0"
 	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+	# MinAtar needs only numpy; its metadata would pull pandas, scipy and seaborn.
+	$(BIN)/python -m pip install --no-deps "minatar==1.0.15"
 	touch $@
 
 train: setup

@@ -44,6 +44,11 @@ DOCTEST_MODULES = [
     "natgrad.rl.config.policy",
     "natgrad.rl.config.rollout",
     "natgrad.rl.config.run",
+    "natgrad.rl.envs.layout",
+    "natgrad.rl.envs.masks",
+    "natgrad.rl.envs.obs_tree",
+    "natgrad.rl.envs.packages",
+    "natgrad.rl.policies.extractors",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 

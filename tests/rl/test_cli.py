@@ -185,7 +185,9 @@ def test_env_package_registers_ids_in_the_learner_and_in_workers(tmp_path, capsy
     assert main(args) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config"]["rollout"]["env_package"] == "rl.env_package:register"
-    assert main(["train", "--resume", str(run), "--steps", "384", "--no-progress", "--no-eval"]) == 0
+    assert (
+        main(["train", "--resume", str(run), "--steps", "384", "--no-progress", "--no-eval"]) == 0
+    )
 
 
 @pytest.mark.parametrize(

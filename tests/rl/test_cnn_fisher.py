@@ -82,7 +82,10 @@ def test_masked_kl_entropy_and_output_fisher_match_the_legal_only_distribution(f
     legal = [0, 2, 3]
     mask = torch.zeros(5, dtype=torch.bool)
     mask[legal] = True
-    pa, pb = Categorical(a.masked_fill(~mask, float("-inf"))), Categorical(b.masked_fill(~mask, float("-inf")))
+    pa, pb = (
+        Categorical(a.masked_fill(~mask, float("-inf"))),
+        Categorical(b.masked_fill(~mask, float("-inf"))),
+    )
     ra, rb = Categorical(a[:, legal]), Categorical(b[:, legal])
     torch.testing.assert_close(pa.entropy(), ra.entropy())
     torch.testing.assert_close(pa.kl(pb), ra.kl(rb))
@@ -91,7 +94,9 @@ def test_masked_kl_entropy_and_output_fisher_match_the_legal_only_distribution(f
     torch.testing.assert_close(fu[:, legal], ra.fisher_mv([u[:, legal]])[0])
     assert torch.all(fu[:, ~mask] == 0)
     # the same for a MultiDiscrete policy, sub-action by sub-action
-    m = MultiCategorical(torch.cat([a, b], 1).masked_fill(~torch.cat([mask, mask]), float("-inf")), [5, 5])
+    m = MultiCategorical(
+        torch.cat([a, b], 1).masked_fill(~torch.cat([mask, mask]), float("-inf")), [5, 5]
+    )
     torch.testing.assert_close(m.entropy(), ra.entropy() + rb.entropy())
 
 

@@ -155,7 +155,9 @@ def test_numpy_cnn_sampler_matches_the_torch_forward():
 
 # --- bad input (issue 10, item 6) ------------------------------------------------------------
 def test_image_too_small_for_nature_cnn_names_shape_and_option():
-    with pytest.raises(ValueError, match=r"4×10×10 is too small for NatureCNN.*features_extractor='small'"):
+    with pytest.raises(
+        ValueError, match=r"4×10×10 is too small for NatureCNN.*features_extractor='small'"
+    ):
         ObsFeatures(obs_layout(spaces.Box(0, 1, (10, 10, 4), bool)), "nature")
     with pytest.raises(ValueError, match=r"2×2 is too small for the small CNN.*'flatten'"):
         ObsFeatures(obs_layout(spaces.Box(0, 255, (1, 2, 2), np.uint8)), "small")

@@ -184,9 +184,12 @@ def fisher_operator(
     (zero on the illegal logits), the same rows subsampled.
     """
     params = policy.policy_parameters()
-    batch = obs if masks is None else (obs, masks)
-    sub = batch if cfg.fisher_subsample >= 1.0 else subsample_batch(batch, cfg.fisher_subsample, gen)
-    sub_obs, sub_masks = (sub, None) if masks is None else sub
+    sub_obs, sub_masks = obs, masks
+    if cfg.fisher_subsample < 1.0:  # the same rows of the observations and the masks
+        if masks is None:
+            sub_obs = subsample_batch(obs, cfg.fisher_subsample, gen)
+        else:
+            sub_obs, sub_masks = subsample_batch((obs, masks), cfg.fisher_subsample, gen)
     if cfg.fisher == "ggn" and policy.actor_spec is not None:
         return MLPFisher(
             policy.actor,  # type: ignore[arg-type]
@@ -196,7 +199,7 @@ def fisher_operator(
             damping=cfg.cg_damping,
         )
     cls = KLHessianFisher if cfg.fisher == "kl_hessian" else GGNFisher
-    if sub is batch:
+    if sub_obs is obs:
         return cls.from_distribution(dist, params, damping=cfg.cg_damping)
     sub_dist = policy.distribution(sub_obs, sub_masks)
     return cls.from_distribution(sub_dist, params, damping=cfg.cg_damping)

@@ -51,8 +51,8 @@ def _worker(conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bo
             if cmd == "step":
                 obs, rew, term, trunc, final, infos = venv.step(data)
                 done = term | trunc
-                final = final if done.any() else None
-                conn.send(("ok", (obs, rew, term, trunc, final, infos, venv.masks)))
+                ended = final if done.any() else None
+                conn.send(("ok", (obs, rew, term, trunc, ended, infos, venv.masks)))
             elif cmd == "reset":
                 obs = venv.reset(data)
                 conn.send(("ok", (obs, venv.masks)))

@@ -154,7 +154,7 @@ class GymVectorAdapter(VecEnv):
             self._mask_mode = "info"
         else:
             try:
-                self.venv.call("action_masks")
+                self.venv.call("action_masks")  # type: ignore[attr-defined]
                 self._mask_mode = "call"
             except Exception:  # the sub-envs have no such method
                 pass
@@ -164,7 +164,7 @@ class GymVectorAdapter(VecEnv):
     def _read_masks(self, info: dict[str, Any], reset_info: dict[str, Any] | None = None,
                     done: np.ndarray | None = None) -> list[Any] | None:  # fmt: skip
         if self._mask_mode == "call":
-            return list(self.venv.call("action_masks"))
+            return list(self.venv.call("action_masks"))  # type: ignore[attr-defined]
         if self._mask_mode == "info":
             masks = list(np.asarray(info["action_mask"]))
             if reset_info is not None and done is not None and "action_mask" in reset_info:
@@ -293,7 +293,7 @@ class SyncVecEnv(VecEnv):
         self._mask_info = self._mask_fns is None and "action_mask" in infos[0]
         self.masks = None
         if self._mask_fns is not None:
-            self.masks = [fn() for fn in self._mask_fns]
+            self.masks = [fn() for fn in self._mask_fns if fn is not None]
         elif self._mask_info:
             self.masks = [info.get("action_mask") for info in infos]
         return obs

@@ -63,7 +63,9 @@ class Actor:
                 )
             out, flags = {}, set()
             for key, sub in space.spaces.items():
-                out[key], single = self._check_one(obs[key], tuple(sub.shape or ()), f"obs[{key!r}]")
+                out[key], single = self._check_one(
+                    obs[key], tuple(sub.shape or ()), f"obs[{key!r}]"
+                )
                 flags.add(single)
             if len(flags) != 1:
                 raise ValueError("obs mixes single observations and batches across its keys")
@@ -86,8 +88,7 @@ class Actor:
         if raw.dtype.kind == "f" and not np.isfinite(raw).all():
             bad = np.argwhere(~np.isfinite(raw))[0].tolist()
             raise ValueError(
-                f"{name} holds a non-finite value at index {bad}; the policy cannot act on "
-                "NaN/inf"
+                f"{name} holds a non-finite value at index {bad}; the policy cannot act on NaN/inf"
             )
         return (raw[None] if single else raw), single
 

@@ -44,6 +44,8 @@ def _dense_layers(actor: nn.Module) -> list[tuple[np.ndarray, np.ndarray, str | 
         return None
     part, cnn = features.layout.parts[0], features.extractors[0]
     conv, linear = cnn.cnn[0], cnn.linear[0]
+    assert isinstance(conv, nn.Conv2d) and isinstance(linear, nn.Linear)
+    assert conv.bias is not None
     d = part.size
     with torch.no_grad():
         n_out = int(np.prod(conv(_image(part, torch.zeros(1, d))).shape[1:]))

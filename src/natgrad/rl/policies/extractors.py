@@ -299,7 +299,9 @@ def extractor_name(value: Any) -> str:
             f"nn.Module class (SB3-style: Class(observation_space, **kwargs) with an int "
             f"features_dim) or a name: {', '.join(EXTRACTOR_NAMES)}"
         )
-    if value is NatureCNN or (value.__name__ == "NatureCNN" and "stable_baselines3" in value.__module__):
+    if value is NatureCNN or (
+        value.__name__ == "NatureCNN" and "stable_baselines3" in value.__module__
+    ):
         return "nature"
     if value is SmallCNN:
         return "small"
