@@ -260,14 +260,26 @@ def speed(env_id: str = "MinAtar/Breakout-v1", repeats: int = 5, n_steps: int = 
             with torch.no_grad():
                 for p, s in zip(kfac.policy.policy_parameters(), saved):
                     p.copy_(s)
+    from natgrad.rl.policies.actor_critic import TorchSampler, _CopiedActor
+
     sampler = ours.policy.sampler()
+    torch_sampler = TorchSampler(_CopiedActor(ours.policy.actor), "categorical", sampler.out_dim)
     obs = np.asarray(batch.obs[:1].numpy(), dtype=np.float32)
     noise = np.full((1, 1), 0.5, dtype=np.float32)
+    torch_t = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(200):
-            sampler.sample(obs, noise)
-        sample_t.append((time.perf_counter() - t) / 200)
+        for s, out in ((sampler, sample_t), (torch_sampler, torch_t)):
+            t = time.perf_counter()
+            for _ in range(200):
+                s.sample(obs, noise)
+            out.append((time.perf_counter() - t) / 200)
+    env = ours.collector.venv.envs[0]
+    env.reset(seed=0)
+    t = time.perf_counter()
+    for _ in range(2000):
+        if env.step(int(env.action_space.sample()))[2]:
+            env.reset()
+    raw_env_us = (time.perf_counter() - t) / 2000 * 1e6
     med = {k: statistics.median(v) for k, v in rates.items()}
     res = {
         "env": env_id, "n_steps": n_steps, "repeats": repeats,
@@ -276,6 +288,8 @@ def speed(env_id: str = "MinAtar/Breakout-v1", repeats: int = 5, n_steps: int = 
         "kfac_step_s": statistics.median(kfac_t), "grad_s": statistics.median(grad_t),
         "kfac_step_over_grad": statistics.median(kfac_t) / statistics.median(grad_t),
         "sampler_us_per_step": 1e6 * statistics.median(sample_t),
+        "torch_sampler_us_per_step": 1e6 * statistics.median(torch_t),
+        "raw_env_us_per_step": raw_env_us,
     }  # fmt: skip
     for m in (ours, kfac):
         m.close()
