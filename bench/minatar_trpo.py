@@ -43,10 +43,10 @@ ARMS = ("natgrad_ggn", "natgrad_kfac", "sb3")
 
 
 def _register() -> None:
-    logging.getLogger().setLevel(logging.ERROR)  # minatar warns about seaborn on import
-    import minatar.gym
+    from natgrad.rl.envs.packages import load_env_packages
 
-    minatar.gym.register_envs()
+    logging.getLogger().setLevel(logging.ERROR)  # minatar warns about seaborn on import
+    load_env_packages("minatar.gym:register_envs")  # once per process
 
 
 def _sb3_extractor() -> type:
@@ -156,16 +156,23 @@ def learn(envs: list[str], seeds: int, steps: int, jobs: int = 2, arms=ARMS,
     todo = [(a, e, s, steps, n_steps) for e in envs for s in range(first_seed, first_seed + seeds)
             for a in arms if (a, e, s) not in done]  # fmt: skip
     results = []
+
+    def keep(res: dict) -> None:
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "curve"}), flush=True)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a") as f:
+                f.write(json.dumps(res) + "\n")
+
+    if jobs == 1:  # in this process (the tests: no pool under pytest-xdist)
+        for args in todo:
+            keep(_star(args))
+        return results
     ctx = mp.get_context("spawn")
     with ctx.Pool(jobs, maxtasksperchild=1) as pool:
         for res in pool.imap_unordered(_star, todo):
-            results.append(res)
-            line = {k: v for k, v in res.items() if k != "curve"}
-            print(json.dumps(line), flush=True)
-            if out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with out.open("a") as f:
-                    f.write(json.dumps(res) + "\n")
+            keep(res)
     return results
 
 
