@@ -11,8 +11,8 @@ Both run the same settings: 64×64 tanh actor and critic, ``n_steps`` 2048 (sb3'
 meaning: steps per env per iteration, so 8 envs collect 16,384 transitions per
 iteration; ``--fixed-batch`` keeps 2,048 transitions per iteration instead, with
 ``n_steps = 2048 / n_envs``), 15 CG steps, damping 0.1, max KL 0.01, 10 critic
-epochs of minibatch 128 with Adam 1e-3, GAE(0.99, 0.95), no normalisation, one
-torch thread.  For each env and env count it reports
+epochs of minibatch 128 with Adam 1e-3, GAE(0.99, 0.95), no normalisation; torch
+threads as the pairing says.  For each env, env count and arm it reports
 end-to-end steps/s (model construction excluded, the first iteration
 included), the update seconds per iteration (sb3's ``train()``, natgrad's
 ``update_seconds``), their ratios, the deterministic evaluation return after

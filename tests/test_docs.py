@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md", "docs/vi.md"]
+DOC_FILES = ["docs/natural-gradient.md", "docs/optim.md", "docs/vi.md", "docs/own-env.md"]
 """Markdown files whose python snippets are run and compared with their Output blocks."""
 
 DOCTEST_MODULES = [
@@ -44,6 +44,8 @@ DOCTEST_MODULES = [
     "natgrad.rl.config.policy",
     "natgrad.rl.config.rollout",
     "natgrad.rl.config.run",
+    "natgrad.vi.von",
+    "natgrad.vi.predictive",
     "natgrad.rl.envs.layout",
     "natgrad.rl.envs.masks",
     "natgrad.rl.envs.obs_tree",
@@ -105,8 +107,14 @@ def parse_snippets(text: str, path: str = "<doc>") -> list[Snippet]:
 
 
 def run_snippets(snippets: list[Snippet], path: str) -> list[str]:
-    """Run the snippets in one namespace; return what each printed."""
-    namespace: dict[str, object] = {"__name__": "__doc_snippets__"}
+    """Run the snippets in one namespace, a module (so that classes they define pickle,
+    as in a script's ``__main__``); return what each printed."""
+    import sys
+    import types
+
+    module = types.ModuleType("__doc_snippets__")
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     outputs = []
     dtype = torch.get_default_dtype()
     try:
@@ -119,6 +127,7 @@ def run_snippets(snippets: list[Snippet], path: str) -> list[str]:
             outputs.append(buf.getvalue())
     finally:
         torch.set_default_dtype(dtype)
+        sys.modules.pop(module.__name__, None)
     return outputs
 
 
@@ -186,8 +195,9 @@ def test_docstring_examples(test: doctest.DocTest) -> None:
     assert result.failed == 0, out.getvalue()
 
 
-def test_readme_python_blocks_run():
-    """The README's library example runs as written (it prints nothing to compare)."""
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    """The README's examples run as written (they print nothing to compare)."""
+    monkeypatch.chdir(tmp_path)  # the RL example saves a model
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "the README has a python example"
@@ -195,3 +205,4 @@ def test_readme_python_blocks_run():
     for code in blocks:
         exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["result"].iterations > 0
+    assert namespace["model"].num_timesteps >= 20_000 and (tmp_path / "cartpole.pt").exists()

@@ -51,8 +51,8 @@ def flatten(tensors: Sequence[Tensor]) -> Tensor:
 def unflatten(vector: Tensor, like: Sequence[Tensor], name: str = "vector") -> list[Tensor]:
     """Split a flat vector into views shaped like ``like``.
 
-    >>> [t.shape for t in unflatten(torch.arange(5.0), [torch.zeros(2), torch.zeros(1, 3)])]
-    [torch.Size([2]), torch.Size([1, 3])]
+    >>> print(*(tuple(t.shape) for t in unflatten(torch.arange(5.0), [torch.zeros(2), torch.zeros(1, 3)])))
+    (2,) (1, 3)
     """
     n = numel(like)
     if not isinstance(vector, Tensor) or vector.dim() != 1 or vector.shape[0] != n:

@@ -212,3 +212,25 @@ def test_npg_takes_the_step_of_its_radius_without_a_line_search():
     assert m["line_search_steps"] == 0.0
     assert m["kl"] == pytest.approx(0.01, rel=0.5)  # the quadratic model's KL, not enforced
     agent.close()
+
+
+@pytest.mark.parametrize("clip", [0.5, 10.0])
+def test_clip_obs_is_the_bound_of_normalised_observations(clip):
+    agent = small(TRPO, "Pendulum-v1", normalize_obs=True, clip_obs=clip, n_envs=1)
+    agent.train_iteration()  # statistics from one batch: later observations can exceed 0.5σ
+    batch = agent.collector.collect(agent.policy.sampler(), 256)
+    assert np.abs(batch.obs).max() <= clip
+    if clip < 1:
+        assert np.isclose(np.abs(batch.obs).max(), clip)  # the bound is reached, so it acts
+    assert agent.collector.obs_normalizer.clip == clip
+    agent.close()
+
+
+def test_clip_obs_changed_on_load_is_the_one_used(tmp_path):
+    agent = small(TRPO, "Pendulum-v1", normalize_obs=True, clip_obs=5.0)
+    agent.train_iteration()
+    path = agent.save(tmp_path / "a.pt")
+    again = TRPO.load(path, clip_obs=0.25)
+    assert again.collector.obs_normalizer.clip == 0.25 and again.config.clip_obs == 0.25
+    agent.close()
+    again.close()

@@ -178,13 +178,196 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
     agent.close()
 
 
+def test_a_hanging_env_in_a_subprocess_stops_the_run_naming_env_and_step(tmp_path, capsys):
+    from .bad_envs import HANGING_ENV
+
+    run = tmp_path / "run"
+    # each env hangs at step 300 of its life: step 43 of the fifth iteration of 64 steps
+    args = ["train", HANGING_ENV, "--vec", "async", "--n-envs", "2", "--n-steps", "64",
+            "--steps", "10000", "--step-timeout", "1.5", "--checkpoint-every", "1",
+            "--run-dir", str(run), "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "iteration 5: at step 43 of the rollout: env 0 did not return from step()" in err
+    assert "step_timeout=1.5 s" in err and "intact" in err
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 512
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_ctrl_c_twice_while_an_env_hangs_stops_at_once_keeping_the_checkpoint(tmp_path):
+    """In a subprocess, so that the signals reach natgrad, never the test runner."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "natgrad.cli", "train", "tests.rl.bad_envs:NatgradHanging-v0",
+            "--vec", "async", "--n-envs", "2", "--n-steps", "64", "--steps", "10000",
+            "--checkpoint-every", "1", "--run-dir", str(run), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
+    proc = subprocess.Popen(args, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def rows():
+            path = run / "progress.csv"
+            return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+        deadline = time.monotonic() + 120
+        while rows() < 4 and time.monotonic() < deadline:  # 4 iterations logged and saved
+            time.sleep(0.1)
+        time.sleep(1.0)  # the fifth iteration hangs (step 300 of each env's life)
+        pressed = time.monotonic()
+        for _ in range(2):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        _, err = proc.communicate(timeout=30)  # not the 60 s step timeout
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - pressed < 30
+    assert "interrupted" in err and "intact" in err
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 512
+
+
+@pytest.mark.parametrize(
+    "code, why",
+    [
+        (30, "it is on a read-only file system"),
+        (28, "the disk is full"),
+        (13, "it is not writable"),
+    ],
+)
+def test_an_unwritable_run_dir_is_refused_at_start_and_nothing_is_lost(
+    tmp_path, capsys, monkeypatch, code, why
+):
+    import errno
+
+    from natgrad.rl import run as rundir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+
+    def fail(path, write, **kw):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(rundir, "atomic_write", fail)
+    assert code in (errno.EROFS, errno.ENOSPC, errno.EACCES)
+    assert main(["train", *TINY, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to the run directory {run}: {why}" in err
+    assert "choose another --run-dir" in err
+    assert _files(run) == {"notes.txt": b"mine"}
+
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from natgrad.rl.algos import persistence
+    from natgrad.utils.checkpoint import load_checkpoint
+
+    original, calls = persistence.save_checkpoint, []
+
+    def fills_up(state, path):
+        calls.append(path)
+        if len(calls) == 4:  # saves at steps 0 (start-up), 128, 256, then 384
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(state, path)
+
+    monkeypatch.setattr(persistence, "save_checkpoint", fills_up)
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--steps", "1280", "--checkpoint-every", "1", "--run-dir", str(run)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "intact" in err
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 256  # the third save
+    assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint.pt")]  # no temp left
+
+
+@pytest.mark.parametrize("other", [["Pendulum-v1"], ["CartPole-v1", "--algo", "npg"]])
+def test_resume_refuses_a_checkpoint_of_another_run_naming_both(tmp_path, capsys, other):
+    run, stranger = tmp_path / "run", tmp_path / "stranger"
+    assert main(["train", "CartPole-v1", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    assert main(["train", *other, *TINY, "--run-dir", str(stranger), "--no-eval"]) == 0
+    (run / "checkpoint.pt").write_bytes((stranger / "checkpoint.pt").read_bytes())
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--steps", "512", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint belongs to another run" in err
+    if other[0] == "Pendulum-v1":
+        assert "env_id is 'Pendulum-v1' but config.json says 'CartPole-v1'" in err
+    else:
+        assert "algo is 'npg' but config.json says 'trpo'" in err
+    assert _files(run) == before
+
+
+def test_env_kwargs_reach_gymnasium_make(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "CartPole-v1", *TINY, "--run-dir", str(run), "--no-eval",
+            "--env-kwargs", "max_episode_steps=7", "--env-kwargs", "sutton_barto_reward=True"]  # fmt: skip
+    assert main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["env_kwargs"] == {"max_episode_steps": 7, "sutton_barto_reward": True}
+    from natgrad.utils import read_progress
+
+    assert read_progress(run)["episode_length"].max() <= 7
+    assert main(["train", "--resume", str(run), "--steps", "512", "--no-progress"]) == 0
+
+
+def test_an_env_needing_a_missing_extra_gets_gymnasiums_hint(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("gymnasium")
+    try:
+        import Box2D  # noqa: F401
+
+        pytest.skip("Box2D is installed here, so there is no hint to show")
+    except ImportError:
+        pass
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "LunarLander-v3", "--steps", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a missing package" in err and 'pip install "gymnasium[box2d]"' in err
+    assert main(["train", "ALE/Pong-v5", "--steps", "64"]) == 2
+    assert "ale-py" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_continues_the_evaluation_history(tmp_path):
+    import numpy as np
+
+    run = tmp_path / "run"
+    args = ["train", "CartPole-v1", *TINY, "--eval-every", "1", "--run-dir", str(run), "--no-eval"]
+    assert main(args) == 0
+    first = np.load(run / "evaluations.npz")["timesteps"].tolist()
+    assert first == [128, 256]
+    assert (
+        main(["train", "--resume", str(run), "--steps", "512", "--no-progress", "--no-eval"]) == 0
+    )
+    data = np.load(run / "evaluations.npz")
+    assert data["timesteps"].tolist() == [128, 256, 384, 512]
+    assert data["results"].shape == (4, 2)
+
+
+def test_resume_refuses_another_algo(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", *TINY, "--run-dir", str(run), "--no-eval"]) == 0
+    assert main(["train", "--resume", str(run), "--algo", "npg"]) == 2
+    assert "is 'trpo'; --algo npg cannot change it" in capsys.readouterr().err
+
+
 def test_env_package_registers_ids_in_the_learner_and_in_workers(tmp_path, capsys):
     run = tmp_path / "pkg"
-    args = ["train", "NatgradTest/Lights-v0", "--env-package", "rl.env_package:register",
+    args = ["train", "NatgradTest/Lights-v0", "--env-package", "tests.rl.env_package:register",
             *TINY, "--vec", "async", "--run-dir", str(run), "--no-eval"]  # fmt: skip
     assert main(args) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["config"]["rollout"]["env_package"] == "rl.env_package:register"
+    assert cfg["config"]["rollout"]["env_package"] == "tests.rl.env_package:register"
     assert (
         main(["train", "--resume", str(run), "--steps", "384", "--no-progress", "--no-eval"]) == 0
     )

@@ -196,6 +196,27 @@ def test_env_exceptions_are_retried_then_reported_with_the_env_index(ray_cluster
 
 
 @pytest.mark.ray
+def test_a_hanging_env_on_a_ray_worker_is_named_with_its_step(ray_cluster):
+    import time
+
+    from natgrad.rl.envs import EnvFactory
+    from natgrad.rl.rollout.ray import RayCollector, RayRolloutError
+    from tests.rl.bad_envs import HangingEnv  # importable on the workers
+
+    with RayCollector(EnvFactory(HangingEnv), 2, 0, workers=2, step_timeout=1.5) as rc:
+        sampler = sampler_for(rc)
+        rc.collect(sampler, 100)  # each env hangs at step 300 of its life
+        start = time.monotonic()
+        with pytest.raises(
+            RayRolloutError,
+            match=r"env [01] did not return from step\(\) within step_timeout=1.5 s "
+            r"\(at step 199 of the rollout, on Ray worker [01]\)",
+        ):
+            rc.collect(sampler, 300)
+        assert time.monotonic() - start < 60
+
+
+@pytest.mark.ray
 def test_cluster_gone_stops_cli_with_clear_error_and_intact_checkpoint(
     ray_cluster, tmp_path, monkeypatch, capsys
 ):

@@ -18,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from natgrad.rl.algos.base import OnPolicyAlgorithm
-    from natgrad.rl.policies.acting import evaluate
     from natgrad.rl.run import CHECKPOINT
 
     if args.episodes < 1:
@@ -28,12 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.run_dir} has no {CHECKPOINT}; is it a natgrad run dir?")
     model = OnPolicyAlgorithm.load(path, n_envs=1, vec="sync")
     try:
-        env = model.env_source.make_eval_env(args.seed)
-        try:
-            returns = evaluate(env, model.actor(), args.episodes, args.seed,
-                               deterministic=not args.stochastic)  # fmt: skip
-        finally:
-            env.close()
+        returns = model.evaluate(args.episodes, args.seed, deterministic=not args.stochastic)
     finally:
         model.close()
     print(json.dumps({"env_id": model.env_id, "algo": model.algo,

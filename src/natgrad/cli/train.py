@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("env", nargs="?", default=None,
                    help=f"Gymnasium env id (default {DEFAULT_ENV}); your own env as "
                    "'my_pkg.envs:MyEnv-v0' (the module is imported first)")  # fmt: skip
-    p.add_argument("--algo", choices=sorted(ALGO_CONFIGS), default="trpo", help="algorithm (trpo)")
+    p.add_argument("--algo", choices=sorted(ALGO_CONFIGS), default=None, help="algorithm (trpo)")
     p.add_argument("--run-dir", type=Path, default=None, help="where the run is written "
                    "(default runs/<env>_<algo>_seed<seed>)")  # fmt: skip
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -116,13 +116,13 @@ def print_config_help(algo: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from natgrad.rl import run as rundir
-    from natgrad.rl.algos import ALGORITHMS
+    from natgrad.rl.algos import ALGORITHMS, OnPolicyAlgorithm
     from natgrad.rl.config import RunConfig
     from natgrad.rl.errors import RolloutError
     from natgrad.rl.presets import preset_for
 
     if args.help_config:
-        print_config_help(args.algo)
+        print_config_help(args.algo or "trpo")
         return 0
     if args.resume is not None:
         if args.env is not None or args.run_dir is not None or args.env_kwargs:
@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.resume
         payload = rundir.read_run_config(run_dir)
         algo = payload["algo"]
+        if args.algo is not None and args.algo != algo:
+            raise ValueError(f"--resume: the run in {run_dir} is {algo!r}; --algo {args.algo} "
+                             "cannot change it (start a new run instead)")  # fmt: skip
         parts = split_fields(settings_from_args(args, algo), algo)
         if parts["policy"]:
             raise ValueError(f"--resume: {', '.join(parts['policy'])} cannot change in a "
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if "seed" in parts["run"] and parts["run"]["seed"] != payload["config"]["run"]["seed"]:
             raise ValueError("--resume: seed cannot change in a resumed run")
         rundir.check_writable(run_dir)
-        model = ALGORITHMS[algo].load(
+        model = OnPolicyAlgorithm.load(  # whatever the checkpoint holds, checked below
             run_dir / rundir.CHECKPOINT, **parts["algorithm"], **parts["rollout"]
         )
         try:
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                           run_dir / rundir.CONFIG)  # fmt: skip
         print(f"resuming {run_dir} at {model.num_timesteps} steps")
     else:
-        algo = args.algo
+        algo = args.algo or "trpo"
         env = args.env or DEFAULT_ENV
         preset, source = ({}, "") if args.no_preset else preset_for(env)
         settings = {**preset, **settings_from_args(args, algo)}
@@ -167,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             rundir.prepare_run_dir(run_dir)
             rundir.write_json(rundir.run_payload(model, run_cfg, source), run_dir / rundir.CONFIG)
+            # The first checkpoint now: a disk too small or an env whose state does not
+            # pickle shows at once, and "the last good checkpoint" always exists.
+            model.save(run_dir / rundir.CHECKPOINT)
         except (ValueError, OSError):
             model.close()
             raise
@@ -189,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"natgrad train: error: {exc}\nthe last good checkpoint in {run_dir} is intact",
               file=sys.stderr)  # fmt: skip
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        print(f"natgrad train: interrupted; the last good checkpoint in {run_dir} is intact",
+              file=sys.stderr)  # fmt: skip
+        return 130
     finally:
         model.close()
     return 0

@@ -20,7 +20,10 @@ class EmpiricalFisher(_AutogradOperator):
     says what it is.  Per-sample scores are computed with ``torch.func.vmap``.
 
     Args:
-        fn, params, batch, damping: as :class:`GGNFisher`.
+        fn: As for :class:`GGNFisher`.
+        params: As for :class:`GGNFisher`.
+        batch: As for :class:`GGNFisher`.
+        damping: As for :class:`GGNFisher`.
         targets: Observed values ``yₙ`` with the batch as first dimension.
 
     Raises:

@@ -54,7 +54,10 @@ class DiagonalFisher(Preconditioner):
         damping: λ (float or schedule ``damping(step)``), added to the diagonal.
         decay: EMA decay of the diagonal.
         per_sample: Exact per-element squares (see the module docstring).
-        empirical, expectation, n_samples, seed: see :class:`Preconditioner`.
+        empirical: See :class:`Preconditioner`.
+        expectation: See :class:`Preconditioner`.
+        n_samples: See :class:`Preconditioner`.
+        seed: See :class:`Preconditioner`.
     """
 
     def __init__(

@@ -172,15 +172,13 @@ def run_callbacks(
         )
     callbacks.append(LoggerCallback(run_dir, tensorboard=run.tensorboard, resume=resume))
     if run.eval_every > 0 and run.eval_episodes > 0:
-        callbacks.append(
-            EvalCallback(
-                n_eval_episodes=run.eval_episodes,
-                eval_freq=run.eval_every * batch,
-                log_path=run_dir,
-                best_model_save_path=run_dir,
-                verbose=0,
-            )  # fmt: skip
-        )
+        evaluation = EvalCallback(
+            n_eval_episodes=run.eval_episodes, eval_freq=run.eval_every * batch,
+            log_path=run_dir, best_model_save_path=run_dir, verbose=0,
+        )  # fmt: skip
+        if resume:
+            evaluation.load_history()
+        callbacks.append(evaluation)
     callbacks.append(
         CheckpointCallback(
             run.checkpoint_every * batch,

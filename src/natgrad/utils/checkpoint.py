@@ -16,8 +16,10 @@ checkpoints that natgrad itself wrote; never load files from untrusted sources.
 from __future__ import annotations
 
 import contextlib
+import errno
 import operator
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -65,7 +67,19 @@ def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+    try:
+        return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+    except RuntimeError as err:  # torch's zip writer reports a short write this way
+        if "PytorchStreamWriter" not in str(err) and "unexpected pos" not in str(err):
+            raise
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        raise OSError(
+            errno.ENOSPC,
+            f"writing {path} failed ({str(err).splitlines()[0]}); {free:,} bytes are free "
+            "on its disk: it is probably full. The previous file there is untouched",
+            str(path),
+        ) from err
 
 
 def atomic_write(

@@ -10,6 +10,9 @@ Public API:
 * :func:`fit_adam`: Adam on the reparameterised ELBO, a baseline.
 * :func:`elbo`, :func:`expected_derivatives`: the underlying estimators.
 * :class:`BayesianLinearRegression`, :class:`BayesianLogisticRegression`: example models.
+* :class:`VariationalOnlineNewton`: a drop-in ``torch.optim`` optimiser that fits a
+  mean-field Gaussian posterior over a network's weights (IVON update), with
+  :func:`posterior_predictive` and :func:`classification_metrics` (accuracy, NLL, ECE).
 
 Example:
     >>> import torch
@@ -34,6 +37,12 @@ from natgrad.vi.estimators import (
 from natgrad.vi.gaussian import DiagGaussianQ, FullGaussianQ, GaussianQ
 from natgrad.vi.models import BayesianLinearRegression, BayesianLogisticRegression
 from natgrad.vi.ngvi import VIStepInfo, fit, ngvi_step
+from natgrad.vi.predictive import (
+    classification_metrics,
+    expected_calibration_error,
+    posterior_predictive,
+)
+from natgrad.vi.von import VariationalOnlineNewton
 
 __all__ = [
     "BayesianLinearRegression",
@@ -44,10 +53,14 @@ __all__ = [
     "GaussianQ",
     "LogJoint",
     "VIStepInfo",
+    "VariationalOnlineNewton",
+    "classification_metrics",
     "elbo",
+    "expected_calibration_error",
     "expected_derivatives",
     "fit",
     "fit_adam",
     "ngvi_step",
+    "posterior_predictive",
     "standard_points",
 ]

@@ -11,6 +11,7 @@ from natgrad.rl.algos.base import OnPolicyAlgorithm
 from natgrad.rl.algos.npg import NPG
 from natgrad.rl.algos.trpo import TRPO
 
-ALGORITHMS: dict[str, type[OnPolicyAlgorithm]] = {"trpo": TRPO, "npg": NPG}
+ALGORITHMS: dict[str, type[OnPolicyAlgorithm]] = OnPolicyAlgorithm.registry
+"""``{"trpo": TRPO, "npg": NPG}``: every algorithm by name."""
 
 __all__ = ["ALGORITHMS", "NPG", "TRPO", "OnPolicyAlgorithm"]

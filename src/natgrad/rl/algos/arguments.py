@@ -25,12 +25,24 @@ from natgrad.rl.config import (
     AlgoConfig,
     PolicyConfig,
     RolloutConfig,
+    concern_classes,
     split_fields,
 )
 from natgrad.rl.envs.source import EnvSource, env_source
 from natgrad.rl.presets import preset_for
 
 __all__ = ["POLICY_NAMES", "Resolved", "resolve_arguments"]
+
+SB3_NO_OPS: dict[str, Any] = {
+    "stats_window_size": 100,
+    "use_sde": False,
+    "sde_sample_freq": -1,
+    "rollout_buffer_class": None,
+    "rollout_buffer_kwargs": None,
+    "_init_setup_model": True,
+}
+"""sb3-contrib arguments accepted at the value that changes nothing here (natgrad keeps
+the last 100 episodes, builds its own rollouts)."""
 
 POLICY_NAMES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 """SB3's policy names. natgrad picks the networks from the spaces, so all three resolve
@@ -100,11 +112,8 @@ def resolve_arguments(
     preset_source = ""
     if use_preset and isinstance(env, str) and config is None:
         preset, preset_source = preset_for(source.env_id or env)
-    fixed = source.fixed_n_envs
-    if fixed is not None and "n_envs" not in hyperparameters and rollout is None:
-        preset = {**preset, "n_envs": fixed}  # an env object brings its own number
     parts = split_fields(preset, algo)
-    given = split_fields(dict(hyperparameters), algo, aliases=True)
+    given = split_fields(_drop_no_ops(hyperparameters, algo), algo, aliases=True)
     if given["run"]:
         names = ", ".join(sorted(given["run"]))
         raise ValueError(
@@ -117,6 +126,14 @@ def resolve_arguments(
         policy_kwargs, PolicyConfig.from_dict({**parts["policy"], **given["policy"]})
     )
     base = rollout.to_dict() if rollout is not None else parts["rollout"]
+    fixed = source.fixed_n_envs  # an env object brings its own number of envs
+    if fixed is not None and "n_envs" not in given["rollout"]:
+        if rollout is not None and rollout.n_envs not in (1, fixed):
+            raise ValueError(
+                f"rollout.n_envs={rollout.n_envs}, but env is an object holding {fixed} "
+                "env(s); pass an env id or a zero-argument factory to get several envs"
+            )
+        base = {**base, "n_envs": fixed}
     rollout_cfg = RolloutConfig.from_dict({**base, **given["rollout"]})
     return Resolved(
         source=source,
@@ -127,6 +144,23 @@ def resolve_arguments(
         preset_source=preset_source,
         preset_run=parts["run"],
     )
+
+
+def _drop_no_ops(hyperparameters: Mapping[str, Any], algo: str) -> dict[str, Any]:
+    """Drop SB3's arguments that change nothing here; refuse other values of them."""
+    fields = {n for cls in concern_classes(algo).values() for n in cls.field_names()}
+    out = {}
+    for key, value in hyperparameters.items():
+        if key in SB3_NO_OPS and key not in fields:
+            if value != SB3_NO_OPS[key]:
+                raise ValueError(
+                    f"{key}={value!r} is not supported by natgrad (only "
+                    f"{SB3_NO_OPS[key]!r}, sb3-contrib's default, is accepted); see "
+                    "docs/from-sb3.md"
+                )
+            continue
+        out[key] = value
+    return out
 
 
 def _seed(seed: int | None) -> int:

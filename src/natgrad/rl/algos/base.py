@@ -14,10 +14,11 @@ from a checkpoint continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ import torch
 from torch import nn
 
 from natgrad.linalg import NaturalDirection, StepInfo, natural_direction
-from natgrad.rl.algos import persistence
 from natgrad.rl.algos.arguments import resolve_arguments
 from natgrad.rl.algos.critic_fitter import CriticFitter
+from natgrad.rl.algos.model import ModelMethods
 from natgrad.rl.algos.step import (
     Batch,
     Surrogate,
@@ -37,9 +38,10 @@ from natgrad.rl.algos.step import (
     kfac_direction,
     make_kfac,
 )
+from natgrad.rl.callbacks.base import BaseCallback
 from natgrad.rl.callbacks.compose import make_callback
 from natgrad.rl.config import AlgoConfig, RolloutConfig
-from natgrad.rl.policies.acting import Actor, evaluate
+from natgrad.rl.envs.source import EnvSource
 from natgrad.rl.policies.actor_critic import ActorCritic
 from natgrad.rl.rollout.ahead import RolloutQueue
 from natgrad.rl.rollout.backends import make_collector
@@ -52,7 +54,7 @@ __all__ = ["OnPolicyAlgorithm"]
 log = logging.getLogger("natgrad")
 
 
-class OnPolicyAlgorithm:
+class OnPolicyAlgorithm(ModelMethods):
     """Shared machinery of :class:`~natgrad.rl.TRPO` and :class:`~natgrad.rl.NPG`.
 
     Args:
@@ -71,7 +73,8 @@ class OnPolicyAlgorithm:
             fastest there).
         tensorboard_log: A folder for TensorBoard event files (one run per learn call).
         env_kwargs: Keyword arguments for ``gymnasium.make`` or the env factory.
-        actor, critic: Custom networks ``obs -> mean or logits`` and ``obs -> value``.
+        actor: A custom network ``obs -> mean or logits`` (replaces the default MLP).
+        critic: A custom network ``obs -> value`` (replaces the default MLP).
         collector: A ready rollout backend (replaces the one ``rollout`` names).
         use_preset: Apply the env id's preset from ``natgrad/presets/trpo.toml``.
         **hyperparameters: Any field of the algorithm, policy or rollout config, or
@@ -80,6 +83,14 @@ class OnPolicyAlgorithm:
 
     config_class: type[AlgoConfig] = AlgoConfig
     algo = ""
+    registry: dict[str, type[OnPolicyAlgorithm]] = {}
+    """Every algorithm by its ``algo`` name (subclasses register themselves), so a
+    checkpoint names the class that loads it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "algo" in cls.__dict__ and cls.algo:  # the class that defines the algorithm,
+            OnPolicyAlgorithm.registry[cls.algo] = cls  # not a user's subclass of it
 
     def __init__(
         self,
@@ -105,8 +116,8 @@ class OnPolicyAlgorithm:
                 f"device={device!r}: natgrad's RL runs on the CPU (its MLPs are fastest "
                 "there; rollouts are numpy); pass device='cpu'"
             )
-        if verbose and not log.handlers:
-            handler = logging.StreamHandler()
+        if verbose and not log.handlers and not logging.getLogger().hasHandlers():
+            handler = logging.StreamHandler()  # the user has configured no logging: say it
             handler.setFormatter(logging.Formatter("%(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.INFO)
@@ -119,19 +130,26 @@ class OnPolicyAlgorithm:
         self.config, self.policy_config, self.rollout_config = r.algorithm, r.policy, r.rollout
         self.preset_source, self.preset_run = r.preset_source, r.preset_run
         self.tensorboard_log = tensorboard_log
-        cfg, ro = self.config, self.rollout_config
-        torch.set_num_threads(ro.threads)
-        self.collector = collector if collector is not None else make_collector(
-            self.env_source, n_envs=ro.n_envs, seed=self.seed, vec=ro.vec, workers=ro.workers,
-            ray_address=ro.ray_address, step_timeout=ro.step_timeout,
-            normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
-            clip_obs=cfg.clip_obs, gamma=cfg.gamma,
-        )  # fmt: skip
+        self.collector = (
+            collector
+            if collector is not None
+            else self._make_collector(self.env_source, self.rollout_config)
+        )
         try:
             self._build(actor, critic)
         except BaseException:
             self.collector.close()
             raise
+
+    def _make_collector(self, source: EnvSource, ro: RolloutConfig) -> Collector:
+        """The rollout backend ``ro`` names, over ``source``'s envs."""
+        cfg = self.config
+        return make_collector(
+            source, n_envs=ro.n_envs, seed=self.seed, vec=ro.vec, workers=ro.workers,
+            ray_address=ro.ray_address, step_timeout=ro.step_timeout,
+            normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
+            clip_obs=cfg.clip_obs, gamma=cfg.gamma,
+        )  # fmt: skip
 
     def _build(self, actor: nn.Module | None, critic: nn.Module | None) -> None:
         cfg = self.config
@@ -182,7 +200,7 @@ class OnPolicyAlgorithm:
         """The batch of the next iteration (collected now, or earlier, ahead of time)."""
         return self.rollouts.next(self.policy.sampler(), self.iteration + 1)
 
-    def train(self, rollout: RolloutBatch, rollout_seconds: float, *, ahead: bool) -> dict:
+    def update(self, rollout: RolloutBatch, rollout_seconds: float, *, ahead: bool) -> dict:
         """Update the policy and the critic on ``rollout``; returns the iteration's metrics.
 
         With ``ahead`` (and a critic helper process) the next batch is collected with the
@@ -225,8 +243,9 @@ class OnPolicyAlgorithm:
 
     def train_iteration(self, ahead: bool = False) -> dict[str, float]:
         """One iteration outside :meth:`learn` (no callbacks): collect, then update."""
-        rollout, rollout_seconds = self.collect_rollout()
-        self.metrics = self.train(rollout, rollout_seconds, ahead=ahead)
+        with torch_threads(self.rollout_config.threads):
+            rollout, rollout_seconds = self.collect_rollout()
+            self.metrics = self.update(rollout, rollout_seconds, ahead=ahead)
         return self.metrics
 
     def _make_batch(self, rollout: RolloutBatch) -> Batch:
@@ -254,14 +273,14 @@ class OnPolicyAlgorithm:
     # --- the loop -------------------------------------------------------------------------
     def learn(
         self,
-        total_timesteps: int | None = None,
+        total_timesteps: float | None = None,
         callback: Any = None,
         log_interval: int = 1,
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
         *,
-        total_steps: int | None = None,
+        total_steps: float | None = None,
     ) -> OnPolicyAlgorithm:
         """Train for ``total_timesteps`` more env steps (all envs together); SB3's meaning.
 
@@ -287,7 +306,13 @@ class OnPolicyAlgorithm:
         cb = make_callback(
             callback, progress_bar=progress_bar, verbose=self.verbose, log_interval=log_interval,
             tensorboard_log=self.tensorboard_log, tb_log_name=tb_log_name or self.algo.upper(),
+            continue_run=not reset_num_timesteps,
         )  # fmt: skip
+        with torch_threads(self.rollout_config.threads):
+            self._learn(cb, target)
+        return self
+
+    def _learn(self, cb: BaseCallback, target: int) -> None:
         cb.init_callback(self)
         cb.on_training_start(locals(), globals(), total_timesteps=target)
         try:
@@ -297,7 +322,7 @@ class OnPolicyAlgorithm:
                 cb.update_locals({"rollout": rollout})
                 cb.on_rollout_end()
                 ahead = self.num_timesteps + self.config.n_steps * rollout.n_envs < target
-                self.metrics = self.train(rollout, rollout_seconds, ahead=ahead)
+                self.metrics = self.update(rollout, rollout_seconds, ahead=ahead)
                 cb.update_locals({"metrics": self.metrics})
                 if cb.on_step() is False:
                     break
@@ -306,131 +331,33 @@ class OnPolicyAlgorithm:
             cb.on_training_end()
             raise
         cb.on_training_end()
-        return self
 
     def record(self, key: str, value: float) -> None:
         """Add a metric to the current iteration's row (logged by the logger callbacks)."""
         self.metrics[key] = float(value)
 
-    # --- acting ---------------------------------------------------------------------------
-    def actor(self) -> Actor:
-        """A frozen snapshot of the policy that maps raw observations to env actions."""
-        return Actor(
-            self.policy.sampler(), self.observation_space, self.action_space,
-            self.collector.obs_normalizer,
-        )  # fmt: skip
 
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-        action_masks: Any = None,
-    ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict``: env-ready actions for one observation or a batch; with
-        ``action_masks`` (one bool per logit and observation, True = legal: sb3-contrib's
-        ``MaskablePPO.predict``) only legal actions are chosen.
-
-        Returns:
-            ``(actions, state)``; the policy has no recurrent state, so ``state`` comes
-            back as given.
-
-        Raises:
-            ValueError: For an observation of the wrong shape (naming the expected one) or
-                with a non-finite entry; a mask of the wrong shape or dtype, or with no
-                legal action.
-        """
-        actor = self.actor()
-        return actor(observation, deterministic=deterministic, action_masks=action_masks), state
-
-    def evaluate(self, episodes: int = 10, seed: int = 10_000, env: Any = None) -> np.ndarray:
-        """Returns of deterministic episodes on a fresh env (or ``env``: an env, id or
-        factory), never the training envs."""
-        from natgrad.rl.envs.source import env_source
-
-        source = self.env_source if env is None else env_source(env)
-        eval_env = source.make_eval_env(seed)
-        try:
-            return evaluate(eval_env, self.actor(), episodes, seed)
-        finally:
-            if eval_env is not source.env:
-                eval_env.close()
-
-    # --- persistence ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-exact resume needs (see :mod:`~natgrad.rl.algos.persistence`)."""
-        return persistence.agent_state(self)
-
-    def load_state_dict(self, state: dict[str, Any], *, envs: bool = True) -> None:
-        """Restore :meth:`state_dict` (``envs=False`` keeps the current envs)."""
-        persistence.load_agent_state(self, state, envs=envs)
-
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint atomically (temp file, fsync, rename)."""
-        return persistence.save(self, path)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        env: Any = None,
-        device: str | torch.device = "cpu",
-        custom_objects: Mapping[str, Any] | None = None,
-        **overrides: Any,
-    ) -> OnPolicyAlgorithm:
-        """Rebuild an agent from a checkpoint written by :meth:`save`.
-
-        Args:
-            path: The checkpoint.
-            env: ``None`` rebuilds the saved env id and resumes bit for bit; an env (of the
-                same spaces) trains or acts on it instead, from fresh episodes.
-            device: ``"cpu"``.
-            custom_objects: ``{"actor": module, "critic": module}`` to use instead of the
-                saved custom networks (e.g. when their class cannot be imported here).
-            **overrides: Settings to change (any algorithm, policy-free rollout field).
-        """
-        return persistence.load(cls, path, env=env, device=device,
-                                custom_objects=custom_objects, overrides=overrides)  # fmt: skip
-
-    def get_parameters(self) -> dict[str, dict[str, Any]]:
-        """SB3's ``get_parameters``: ``{"policy": ..., "critic.optimizer": ...}`` state dicts."""
-        return {
-            "policy": self.policy.state_dict(),
-            "critic.optimizer": self.critic_fitter.state_dict(),
-        }
-
-    def set_parameters(self, params: Mapping[str, Any], exact_match: bool = True) -> None:
-        """SB3's ``set_parameters``: load :meth:`get_parameters` (or a checkpoint's file)."""
-        persistence.set_parameters(self, params, exact_match=exact_match)
-
-    def close(self) -> None:
-        """Stop the envs, workers and helper processes."""
-        self.critic_fitter.close()
-        self.collector.close()
-
-    def __enter__(self) -> OnPolicyAlgorithm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def env_steps(self) -> int:
-        """Env steps since construction (counting resumed runs' earlier steps)."""
-        return self.total_steps
-
-    @property
-    def env_id(self) -> str | None:
-        return self.env_source.env_id
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's thread count set to ``n`` inside, restored after (it is global state)."""
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
 
 
-def _budget(total_timesteps: int | None, total_steps: int | None) -> int:
+def _budget(total_timesteps: float | None, total_steps: float | None) -> int:
     if total_timesteps is not None and total_steps is not None:
         raise ValueError("give total_timesteps or its alias total_steps, not both")
     n = total_timesteps if total_timesteps is not None else total_steps
     if n is None:
         raise ValueError("learn() needs total_timesteps, e.g. model.learn(100_000)")
+    if isinstance(n, float) and n.is_integer():  # SB3 accepts learn(1e5)
+        n = int(n)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"total_timesteps={n!r} must be an int >= 1")
     return int(n)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from natgrad.rl.algos.base import OnPolicyAlgorithm
 
-__all__ = ["BaseCallback", "CallbackList", "ConvertCallback", "EventCallback", "as_callback"]
+__all__ = [
+    "BaseCallback",
+    "CallbackList",
+    "ConvertCallback",
+    "EventCallback",
+    "MetricsRecorder",
+    "as_callback",
+]
 
 
 class BaseCallback:
@@ -104,12 +111,45 @@ class BaseCallback:
         pass
 
     @property
+    def training_env(self) -> Any:
+        """The model's training envs (SB3's attribute; natgrad's vector env)."""
+        return self._model.get_env()
+
+    @property
+    def logger(self) -> MetricsRecorder:
+        """SB3's ``self.logger``: ``record(key, value)`` adds a metric to this iteration's
+        row (written by the logging callbacks that run after this one)."""
+        return MetricsRecorder(self._model)
+
+    @property
     def _model(self) -> OnPolicyAlgorithm:
         if self.model is None:
             raise RuntimeError(
                 f"{type(self).__name__} is not attached to a model; pass it to learn()"
             )
         return self.model
+
+
+class MetricsRecorder:
+    """The part of SB3's ``Logger`` that callbacks use, writing into the model's metrics."""
+
+    def __init__(self, model: OnPolicyAlgorithm) -> None:
+        self.model = model
+
+    def record(self, key: str, value: Any, exclude: Any = None) -> None:
+        """Add ``key`` to the iteration's metrics (a number)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"logger.record({key!r}, {value!r}): natgrad logs numbers; pass a float"
+            ) from None
+        self.model.record(key, number)
+
+    record_mean = record
+
+    def dump(self, step: int = 0) -> None:
+        """Nothing to do: the logging callbacks write each iteration's row."""
 
 
 class EventCallback(BaseCallback):

@@ -22,6 +22,9 @@ class CheckpointCallback(BaseCallback):
             ``on_step`` runs once per iteration, so it counts env steps instead.
         save_path: The folder.
         name_prefix: Files are ``<name_prefix>_<steps>_steps.pt``.
+        save_replay_buffer: SB3's; must be ``False`` (on-policy: no replay buffer).
+        save_vecnormalize: SB3's; accepted and unneeded: the normalisation statistics
+            are always in the checkpoint.
         latest_only: Write one file, ``<save_path>/<name_prefix>.pt``, replacing it each
             time (what ``natgrad train`` does: ``checkpoint.pt``).
         save_on_end: Also save when training ends (a Ctrl-C or a stopping callback
@@ -35,11 +38,15 @@ class CheckpointCallback(BaseCallback):
         save_path: str | os.PathLike[str],
         name_prefix: str = "natgrad_model",
         *,
+        save_replay_buffer: bool = False,
+        save_vecnormalize: bool = False,
         latest_only: bool = False,
         save_on_end: bool = False,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
+        if save_replay_buffer:
+            raise ValueError("save_replay_buffer=True: TRPO has no replay buffer")
         if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
             raise ValueError(f"save_freq={save_freq!r} must be an int >= 1 (env steps)")
         self.save_freq, self.save_path, self.name_prefix = save_freq, Path(save_path), name_prefix

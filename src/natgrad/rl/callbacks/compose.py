@@ -20,15 +20,18 @@ def make_callback(
     log_interval: int = 1,
     tensorboard_log: str | os.PathLike[str] | None = None,
     tb_log_name: str = "run",
+    continue_run: bool = False,
 ) -> BaseCallback:
     """``callback`` (see :func:`~natgrad.rl.callbacks.base.as_callback`), then a progress
     bar, a console line per ``log_interval`` iterations (``verbose``) and a logger writing
-    ``tensorboard_log/<tb_log_name>_<k>/`` (progress.csv and TensorBoard)."""
+    ``tensorboard_log/<tb_log_name>_<k>/`` (progress.csv and TensorBoard; the last such
+    folder is continued with ``continue_run``)."""
     parts = [as_callback(callback)]
     if progress_bar:
         parts.append(ProgressBarCallback())
     if verbose:
         parts.append(ConsoleLogCallback(log_interval))
     if tensorboard_log is not None:
-        parts.append(LoggerCallback(next_run_dir(tensorboard_log, tb_log_name), tensorboard=True))
+        folder = next_run_dir(tensorboard_log, tb_log_name, continue_last=continue_run)
+        parts.append(LoggerCallback(folder, tensorboard=True, resume=folder.exists()))
     return parts[0] if len(parts) == 1 else CallbackList(parts)

@@ -38,8 +38,10 @@ class EvalCallback(EventCallback):
             ``ep_lengths``, as SB3 writes it).
         best_model_save_path: A folder for ``best_model.pt``.
         deterministic: Act with the mode of the policy.
-        seed: Seed of the first evaluation episode.
+        render: Must be ``False`` (accepted for SB3 compatibility).
         verbose: 1 prints each evaluation.
+        warn: Accepted for SB3 compatibility (the spaces are always checked).
+        seed: Seed of the first evaluation episode.
 
     Attributes:
         best_mean_reward, last_mean_reward: The best and the last mean return.
@@ -56,10 +58,17 @@ class EvalCallback(EventCallback):
         log_path: str | os.PathLike[str] | None = None,
         best_model_save_path: str | os.PathLike[str] | None = None,
         deterministic: bool = True,
-        seed: int = 10_000,
+        render: bool = False,
         verbose: int = 1,
+        warn: bool = True,
+        seed: int = 10_000,
     ) -> None:
         super().__init__(callback_after_eval, verbose=verbose)
+        if render:
+            raise ValueError(
+                "render=True is not supported: natgrad's evaluation does not render; record "
+                "videos with gymnasium.wrappers.RecordVideo on the eval env instead"
+            )
         for name, v in (("n_eval_episodes", n_eval_episodes), ("eval_freq", eval_freq)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be an int >= 1")
@@ -141,6 +150,19 @@ class EvalCallback(EventCallback):
         if self.callback is not None:
             go_on = self._on_event() and go_on
         return go_on
+
+    def load_history(self) -> None:
+        """Continue ``log_path/evaluations.npz`` of an earlier run (a resumed one): its
+        history is kept and its best mean return is the one to beat."""
+        if self.log_path is None or not (self.log_path / "evaluations.npz").exists():
+            return
+        with np.load(self.log_path / "evaluations.npz") as data:
+            self.evaluations_timesteps = [int(t) for t in data["timesteps"]]
+            self.evaluations_results = data["results"].tolist()
+            self.evaluations_length = data["ep_lengths"].tolist()
+        if self.evaluations_results:
+            means = [float(np.mean(r)) for r in self.evaluations_results]
+            self.best_mean_reward, self.last_mean_reward = max(means), means[-1]
 
     def _write_npz(self, path: Path) -> None:
         buf = io.BytesIO()

@@ -28,29 +28,32 @@ class LoggerCallback(BaseCallback):
     ) -> None:
         super().__init__()
         self.folder, self.tensorboard, self.resume = Path(folder), tensorboard, resume
-        self.logger: RunLogger | None = None
+        self.run_logger: RunLogger | None = None
 
     def _on_training_start(self) -> None:
-        self.logger = RunLogger(self.folder, tensorboard=self.tensorboard, resume=self.resume)
+        self.run_logger = RunLogger(self.folder, tensorboard=self.tensorboard, resume=self.resume)
         if self.resume:
-            self.logger.truncate_after(self.num_timesteps)
+            self.run_logger.truncate_after(self.num_timesteps)
         self.resume = True  # a later learn() call continues the same file
 
     def _on_step(self) -> bool:
-        assert self.logger is not None  # opened in _on_training_start
-        self.logger.log(self.num_timesteps, self.locals.get("metrics", {}))
+        assert self.run_logger is not None  # opened in _on_training_start
+        self.run_logger.log(self.num_timesteps, self.locals.get("metrics", {}))
         return True
 
     def _on_training_end(self) -> None:
-        if self.logger is not None:
-            self.logger.close()
-            self.logger = None
+        if self.run_logger is not None:
+            self.run_logger.close()
+            self.run_logger = None
 
 
-def next_run_dir(root: str | os.PathLike[str], name: str) -> Path:
-    """``root/name_1``, ``root/name_2``, ...: the first that does not exist (SB3's layout)."""
+def next_run_dir(root: str | os.PathLike[str], name: str, *, continue_last: bool = False) -> Path:
+    """``root/name_1``, ``root/name_2``, ...: the first that does not exist (SB3's layout);
+    with ``continue_last``, the last that does (SB3's ``reset_num_timesteps=False``)."""
     root = Path(root)
     k = 1
     while (root / f"{name}_{k}").exists():
         k += 1
+    if continue_last and k > 1:
+        k -= 1
     return root / f"{name}_{k}"

@@ -31,14 +31,14 @@ class ProgressBarCallback(BaseCallback):
         self.file, self.description = file, description
         self._bar: Any = None
         self._start = 0
-        self._next_line = 0.0
+        self._next_tenth = 1
 
     def _on_training_start(self) -> None:
         self._file = self.file if self.file is not None else sys.stderr
         self._start = self.num_timesteps
         self._total = max(self.total_timesteps - self._start, 1)
         self._desc = self.description or self._model.algo.upper()
-        self._t0, self._next_line = time.perf_counter(), 0.1
+        self._t0, self._next_tenth = time.perf_counter(), 1
         if getattr(self._file, "isatty", lambda: False)():
             self._bar = tqdm(total=self._total, desc=self._desc, unit="step", file=self._file,
                              dynamic_ncols=True)  # fmt: skip
@@ -51,9 +51,9 @@ class ProgressBarCallback(BaseCallback):
         if self._bar is not None:
             self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(done - self._bar.n)
-        elif done >= self._next_line * self._total:
-            while self._next_line * self._total <= done:
-                self._next_line += 0.1
+        elif 10 * done >= self._next_tenth * self._total:
+            while self._next_tenth * self._total <= 10 * done:
+                self._next_tenth += 1
             line = tqdm.format_meter(
                 done, self._total, time.perf_counter() - self._t0, prefix=self._desc,
                 unit="step", postfix=", ".join(f"{k}={v}" for k, v in postfix.items()),

@@ -84,7 +84,12 @@ def split_fields(
         if name not in owner:
             known = sorted(owner) + (sorted(SB3_ALIASES) if aliases else [])
             close = difflib.get_close_matches(key, known, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else "see --help-config"
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else "the settings are the fields of the algorithm's config, PolicyConfig, "
+                "RolloutConfig and RunConfig (natgrad train --help-config lists them)"
+            )
             raise ValueError(f"unknown setting {key!r} for {algo.upper()}; {hint}")
         out[owner[name]][name] = value
     return out

@@ -24,8 +24,8 @@ class RunConfig(ConfigBase):
     checkpoint_every: int = 10
     """Write the run's checkpoint every this many iterations (and always at the end)."""
     eval_every: int = 0
-    """Evaluate deterministically every this many iterations (evaluations.csv, best
-    model); 0 evaluates only at the end."""
+    """Evaluate deterministically every this many iterations (evaluations.npz and
+    best_model.pt in the run directory); 0 evaluates only at the end."""
     eval_episodes: int = 10
     """Episodes of each deterministic evaluation (0: none at the end)."""
     tensorboard: bool | None = None

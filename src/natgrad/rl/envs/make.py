@@ -25,6 +25,7 @@ from natgrad.rl.envs.packages import load_env_packages
 
 __all__ = [
     "EnvFactory",
+    "EnvStateError",
     "check_env_id",
     "dump_env",
     "load_env",
@@ -191,6 +192,10 @@ class _StatePickler(pickle.Pickler):
         return NotImplemented
 
 
+class EnvStateError(ValueError):
+    """An env whose mid-episode state cannot be saved (it does not pickle)."""
+
+
 def dump_env(env: gym.Env) -> bytes:
     """Serialise an env *with* its mid-episode state (zlib-compressed pickle).
 
@@ -199,9 +204,21 @@ def dump_env(env: gym.Env) -> bytes:
 
     Returns:
         The blob; restore it with :func:`load_env`.
+
+    Raises:
+        ValueError: If the env cannot be pickled (e.g. it holds a lambda or an open
+            handle), saying what to do.
     """
     buf = io.BytesIO()
-    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(env)
+    try:
+        _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(env)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        raise EnvStateError(
+            f"cannot save the state of env {env!r} ({type(err).__name__}: {err}); checkpoints "
+            "pickle the envs to resume mid-episode: define the env class at the top level of "
+            "an importable module, keep unpicklable members (lambdas, open files, sockets) "
+            "out of its state, or give it __getstate__/__setstate__"
+        ) from None
     return zlib.compress(buf.getvalue(), 1)
 
 

@@ -50,6 +50,11 @@ class EnvSource:
     env: gym.Env | None = None
     vector_env: gym.vector.VectorEnv | None = None
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    spec: Any = None
+    """The ``gymnasium.EnvSpec`` that rebuilds an env object exactly (its id, kwargs and
+    time limit), when ``gymnasium.make(spec)`` gives the same wrappers; else ``None``."""
+    label: str = ""
+    """A description to show when there is no env (a model loaded without one)."""
 
     @property
     def fixed_n_envs(self) -> int | None:
@@ -60,8 +65,15 @@ class EnvSource:
             return int(self.vector_env.num_envs)
         return None
 
+    @property
+    def detached(self) -> bool:
+        """No env at all (a model loaded without one: it can act, not train)."""
+        return self.factory is None and self.env is None and self.vector_env is None
+
     def describe(self) -> str:
         """A short description for logs and ``config.json``."""
+        if self.detached:
+            return self.label or "no env"
         if self.env_id is not None:
             return self.env_id
         if self.factory is not None:
@@ -99,6 +111,11 @@ class EnvSource:
         vec_kwargs: Mapping[str, Any] | None = None,
     ) -> VecEnv:
         """The vector env over envs ``env_indices`` (default ``0..n_envs-1``)."""
+        if self.detached:
+            raise ValueError(
+                f"this model has no env ({self.describe()}); give it one with "
+                "model.set_env(env), or load it with TRPO.load(path, env=...)"
+            )
         self.check(n_envs, vec)
         indices = list(range(n_envs)) if env_indices is None else list(env_indices)
         if self.vector_env is not None:
@@ -118,6 +135,11 @@ class EnvSource:
 
     def make_eval_env(self, seed: int | None = None) -> gym.Env:
         """A fresh env for evaluation, separate from the training envs."""
+        if self.detached:
+            raise ValueError(
+                f"this model has no env ({self.describe()}) to evaluate on; pass one: "
+                "model.evaluate(env=...)"
+            )
         if self.factory is not None:
             return self.factory(0, seed)
         if self.vector_env is not None:
@@ -173,7 +195,18 @@ def env_source(
     if isinstance(env, gym.Env):
         _no_kwargs(kwargs, "an env object")
         spec = env.spec
-        return EnvSource(env_id=spec.id if spec is not None else None, env=env)
+        return EnvSource(
+            env_id=spec.id if spec is not None else None,
+            env=env,
+            env_kwargs=dict(spec.kwargs) if spec is not None else {},
+            spec=spec if spec is not None and _rebuilds(env, spec) else None,
+        )
+    if hasattr(env, "step_async") and hasattr(env, "num_envs"):  # an SB3 VecEnv
+        raise ValueError(
+            f"env is a Stable-Baselines3 VecEnv ({type(env).__name__}); natgrad builds its own "
+            "vector envs: pass the env id or a factory with n_envs=... (and vec='async' for "
+            "subprocesses), or a gymnasium.vector.VectorEnv"
+        )
     if callable(env):
         factory = EnvFactory(env, kwargs, wrappers=wrappers)
         return EnvSource(env_id=None, factory=factory, env_kwargs=kwargs)
@@ -182,6 +215,27 @@ def env_source(
         "'my_pkg.envs:MyEnv-v0'), a gymnasium.Env, a zero-argument factory returning one, "
         "or a gymnasium.vector.VectorEnv"
     )
+
+
+def _wrappers(env: gym.Env) -> list[str]:
+    names = []
+    while isinstance(env, gym.Wrapper):
+        names.append(type(env).__name__)
+        env = env.env
+    return [*names, type(env).__name__]
+
+
+def _rebuilds(env: gym.Env, spec: Any) -> bool:
+    """Whether ``gymnasium.make(spec)`` builds an env with ``env``'s wrappers (so that a
+    checkpoint can rebuild it in another process)."""
+    try:
+        probe = gym.make(spec)
+    except Exception:
+        return False
+    try:
+        return _wrappers(probe) == _wrappers(env)
+    finally:
+        probe.close()
 
 
 def _no_kwargs(kwargs: Mapping[str, Any], what: str) -> None:

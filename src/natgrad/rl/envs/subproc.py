@@ -12,13 +12,31 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 
 from natgrad.rl.envs import obs_tree
-from natgrad.rl.envs.vec import StepResult, SyncVecEnv, VecEnv
+from natgrad.rl.envs.vec import StepResult, StepWatch, SyncVecEnv, VecEnv
 
 __all__ = ["AsyncVecEnv", "stop_workers"]
+
+
+class _Cloudpickled:
+    """An env constructor sent to a worker by cloudpickle, so that lambdas and classes
+    defined in a script or a notebook work (as in SB3's ``SubprocVecEnv``)."""
+
+    def __init__(self, fn: Callable[[], gym.Env]) -> None:
+        self.fn = fn
+
+    def __getstate__(self) -> bytes:
+        return cloudpickle.dumps(self.fn)
+
+    def __setstate__(self, blob: bytes) -> None:
+        self.fn = cloudpickle.loads(blob)
+
+    def __call__(self) -> gym.Env:
+        return self.fn()
 
 
 def stop_workers(workers: Sequence[tuple[Any, Any]], timeout: float = 1.0) -> None:
@@ -38,13 +56,17 @@ def stop_workers(workers: Sequence[tuple[Any, Any]], timeout: float = 1.0) -> No
         conn.close()
 
 
-def _worker(conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bool) -> None:
+def _worker(
+    conn: Any, env_fns: list, indices: tuple[int, ...], return_infos: bool, watch: Any
+) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when to stop (it finishes
     # the iteration and saves a checkpoint), so the workers must not die on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     venv = None
     try:
-        venv = SyncVecEnv(env_fns, env_indices=indices, return_infos=return_infos)
+        venv = SyncVecEnv(
+            env_fns, env_indices=indices, return_infos=return_infos, watch=StepWatch(watch)
+        )
         conn.send(("ok", (venv.observation_space, venv.action_space)))
         while True:
             cmd, data = conn.recv()
@@ -100,8 +122,9 @@ class AsyncVecEnv(VecEnv):
             (default: one per env, capped at the CPU count).
         context: ``multiprocessing`` start method: ``"forkserver"`` (default where
             available) or ``"spawn"``.
-        timeout: Seconds to wait for a reply before failing (``None``: wait as long as
-            the worker is alive).
+        timeout: Seconds each env may spend in one ``step()`` (other commands: seconds to
+            wait for the reply) before the vector env fails with an error naming the env
+            (``None``: wait as long as the worker is alive).
         return_infos: Whether ``step`` returns the per-env info dicts.
         poll_interval: Seconds between liveness checks of a silent worker.
     """
@@ -138,24 +161,29 @@ class AsyncVecEnv(VecEnv):
         self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self._conns: list[Any] = []
         self._procs: list[Any] = []
+        self._watches: list[StepWatch] = []
         for sl in self._slices:
             parent, child = ctx.Pipe()
-            args = (child, list(env_fns[sl]), self.env_indices[sl], return_infos)
+            shared = ctx.RawArray("d", 3)  # the worker's StepWatch, read here
+            self._watches.append(StepWatch(shared))
+            fns = [_Cloudpickled(fn) for fn in env_fns[sl]]
+            args = (child, fns, self.env_indices[sl], return_infos, shared)
             proc = ctx.Process(target=_worker, args=args, daemon=True)
             try:
                 proc.start()
             except (pickle.PicklingError, AttributeError, TypeError) as err:
                 self.close()
                 raise ValueError(
-                    f"env_fns must be picklable for AsyncVecEnv ({err}); use EnvFactory or "
-                    "top-level functions"
+                    f"env_fns must be picklable (by cloudpickle) to reach the subprocesses "
+                    f"({err}); build the env inside the function instead of capturing "
+                    "objects such as locks, files or sockets, or use vec='sync'"
                 ) from err
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
         self._set_spaces(*self._gather()[0])
 
-    def _recv(self, w: int) -> Any:
+    def _recv(self, w: int, stepping: bool = False) -> Any:
         conn, proc = self._conns[w], self._procs[w]
         sl = self._slices[w]
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -164,7 +192,17 @@ class AsyncVecEnv(VecEnv):
                 raise RuntimeError(
                     f"worker for envs {self.env_indices[sl]} died (exit code {proc.exitcode})"
                 )
-            if deadline is not None and time.monotonic() > deadline:
+            if self.timeout is None:
+                continue
+            if stepping:  # the limit applies to each env's step() (the worker steps several)
+                stuck = self._watches[w].stuck()
+                if stuck is not None and stuck[1] > self.timeout:
+                    raise RuntimeError(
+                        f"env {stuck[0]} did not return from step() within step_timeout="
+                        f"{self.timeout:g} s; the run stops (fix the env, or raise "
+                        "step_timeout if its steps are that slow)"
+                    )
+            elif deadline is not None and time.monotonic() > deadline:
                 raise RuntimeError(
                     f"worker for envs {self.env_indices[sl]} did not answer within {self.timeout} s"
                 )
@@ -179,11 +217,11 @@ class AsyncVecEnv(VecEnv):
             raise RuntimeError(f"{payload[0]}\n--- worker traceback ---\n{payload[1]}")
         return payload
 
-    def _gather(self) -> list[Any]:
+    def _gather(self, stepping: bool = False) -> list[Any]:
         if self._closed:
             raise RuntimeError("AsyncVecEnv is closed")
         try:
-            return [self._recv(w) for w in range(len(self._conns))]
+            return [self._recv(w, stepping) for w in range(len(self._conns))]
         except RuntimeError:
             self.close()  # the envs' state is undefined after a failure
             raise
@@ -203,7 +241,7 @@ class AsyncVecEnv(VecEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         self._send_all("step", [actions[sl] for sl in self._slices])
-        res = self._gather()
+        res = self._gather(stepping=True)
         self.masks = _join_masks([r[6] for r in res])
         if len(res) == 1:
             obs, rew, term, trunc, final, infos, _ = res[0]

@@ -23,6 +23,7 @@ restored mid-episode by any backend with any grouping of envs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +31,43 @@ import gymnasium as gym
 import numpy as np
 
 from natgrad.rl.envs import obs_tree
-from natgrad.rl.envs.make import dump_env, load_env
+from natgrad.rl.envs.make import EnvStateError, dump_env, load_env
 from natgrad.rl.envs.masks import mask_method
 
-__all__ = ["GymVectorAdapter", "StepResult", "SyncVecEnv", "VecEnv"]
+__all__ = ["GymVectorAdapter", "StepResult", "StepWatch", "SyncVecEnv", "VecEnv"]
+
+
+class StepWatch:
+    """Which env is inside ``step()``, since when, at which step of the rollout.
+
+    The stepping loop writes it; a watchdog in another thread (a Ray worker's) or process
+    (:class:`~natgrad.rl.envs.subproc.AsyncVecEnv`'s parent, through shared memory)
+    reads it to stop a hung env and name it. Three floats: the global env index (-1:
+    none yet), the ``time.monotonic()`` at which its step began (0: not in a step), and
+    the rollout step.
+
+    Args:
+        buffer: Where the three floats live (a ``multiprocessing`` ``RawArray`` to share
+            them with another process); a fresh list by default.
+    """
+
+    def __init__(self, buffer: Any = None) -> None:
+        self.buf = buffer if buffer is not None else [-1.0, 0.0, -1.0]
+
+    def enter(self, env: int) -> None:
+        self.buf[0] = env
+        self.buf[1] = time.monotonic()
+
+    def leave(self) -> None:
+        self.buf[1] = 0.0
+
+    def stuck(self) -> tuple[int, float, int] | None:
+        """``(env, seconds in step(), rollout step)``, or ``None`` between steps."""
+        since = self.buf[1]
+        if since <= 0.0:
+            return None
+        return int(self.buf[0]), time.monotonic() - since, int(self.buf[2])
+
 
 # (obs, rewards, terminated, truncated, final_obs, infos or None)
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]
@@ -206,9 +240,10 @@ class GymVectorAdapter(VecEnv):
     def _sync_base(self) -> gym.vector.SyncVectorEnv:
         base = self.venv.unwrapped
         if not isinstance(base, gym.vector.SyncVectorEnv):
-            raise NotImplementedError(
-                f"get_state/set_state need a gymnasium SyncVectorEnv, got {type(base).__name__}; "
-                "use natgrad's SyncVecEnv/AsyncVecEnv for checkpointable envs"
+            raise EnvStateError(
+                f"the env states of a {type(base).__name__} cannot be saved (only a "
+                "gymnasium SyncVectorEnv's can); for checkpoints that resume mid-episode, pass "
+                "an env id or a factory with n_envs= (and vec='async' for subprocesses)"
             )
         return base
 
@@ -243,6 +278,7 @@ class SyncVecEnv(VecEnv):
         env_indices: Global env index of each env (used in error messages; default
             ``0..N-1``).
         return_infos: Whether ``step`` returns the per-env info dicts.
+        watch: A :class:`StepWatch` to write each env's step into (for a watchdog).
     """
 
     def __init__(
@@ -251,13 +287,18 @@ class SyncVecEnv(VecEnv):
         *,
         env_indices: Sequence[int] | None = None,
         return_infos: bool = False,
+        watch: StepWatch | None = None,
     ) -> None:
         self._setup(len(env_fns), env_indices)
         self.return_infos = return_infos
+        self.watch = watch
         self.envs: list[gym.Env] = []
         for i, fn in enumerate(env_fns):
             try:
                 self.envs.append(fn())
+            except ValueError:  # a bad id or a missing package: the user's to fix, as is
+                self.close()
+                raise
             except Exception as err:
                 self.close()
                 raise RuntimeError(
@@ -308,9 +349,11 @@ class SyncVecEnv(VecEnv):
         infos: list[dict] | None = [] if self.return_infos else None
         mask_fns, mask_info = self._mask_fns, self._mask_info
         masks: list[Any] | None = [] if mask_fns is not None or mask_info else None
-        i = 0
+        i, watch = 0, self.watch
         try:
             for i, env in enumerate(self.envs):
+                if watch is not None:
+                    watch.enter(self.env_indices[i])
                 o, r, te, tr, info = env.step(actions[i])
                 mask_src = info
                 if te or tr:
@@ -331,6 +374,8 @@ class SyncVecEnv(VecEnv):
                     infos.append(info)
         except Exception as err:
             raise self._fail(i, "step", err) from err
+        if watch is not None:
+            watch.leave()
         self.masks = masks
         return obs, rew, term, trunc, final, infos
 

@@ -25,7 +25,8 @@ class Actor:
 
     Args:
         sampler: A sampler from :meth:`ActorCritic.sampler`.
-        observation_space, action_space: The single-env spaces.
+        observation_space: The single-env observation space.
+        action_space: The single-env action space.
         obs_normalizer: The training run's normaliser (its statistics are only read).
     """
 
@@ -90,6 +91,14 @@ class Actor:
             raise ValueError(
                 f"{name} holds a non-finite value at index {bad}; the policy cannot act on NaN/inf"
             )
+        space = self.observation_space
+        if isinstance(space, spaces.Discrete):
+            start, n = int(space.start), int(space.n)
+            if (raw != np.round(raw)).any() or (raw < start).any() or (raw >= start + n).any():
+                raise ValueError(
+                    f"obs={obs!r} is not a state of {space}: expected integers in "
+                    f"[{start}, {start + n - 1}]"
+                )
         return (raw[None] if single else raw), single
 
     def __call__(

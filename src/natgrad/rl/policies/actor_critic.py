@@ -95,7 +95,8 @@ class ActorCritic(nn.Module):
     Args:
         obs_dim: Size of the (flattened, encoded) observation.
         action_space: The env's action space; it picks the distribution.
-        policy_hidden, critic_hidden: Hidden sizes of the default MLPs.
+        policy_hidden: Hidden sizes of the default actor MLP.
+        critic_hidden: Hidden sizes of the default critic MLP.
         activation: ``"tanh"`` or ``"relu"``.
         ortho_init: Orthogonal initialisation of the default MLPs.
         log_std_init: Initial log σ (Box action spaces only).

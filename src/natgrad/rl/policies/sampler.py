@@ -44,11 +44,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from torch import nn
 
 from natgrad.mlp import MLPSpec, mlp_spec
-from natgrad.rl.envs.spaces import kind_for_space
 
 try:  # the C entry point of np.einsum(optimize=False), minus ~1 us of Python per call
     from numpy._core.multiarray import c_einsum as _einsum
@@ -260,14 +258,6 @@ class NumpyMLPSampler(_Sampler):
         self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
         return self
 
-    @classmethod
-    def for_space(
-        cls, actor: nn.Module | MLPSpec, space: spaces.Space, *, log_std: Any = None, **kw: Any
-    ) -> NumpyMLPSampler:
-        """Build a sampler whose kind and ``nvec`` follow a gymnasium action space."""
-        kind, _, nvec = kind_for_space(space)
-        return cls(actor, kind, log_std=log_std, nvec=nvec, **kw)
-
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""
         x = np.asarray(obs, dtype=np.float32)
@@ -318,14 +308,6 @@ class TorchSampler(_Sampler):
         self.actor = actor
         self._init_kind(kind, out_dim, log_std, nvec)
         self._call_std: np.ndarray | None = None
-
-    @classmethod
-    def for_space(
-        cls, actor: Callable[[torch.Tensor], Any], space: spaces.Space, *, log_std: Any = None
-    ) -> TorchSampler:
-        """Build a sampler whose kind, ``out_dim`` and ``nvec`` follow an action space."""
-        kind, out_dim, nvec = kind_for_space(space)
-        return cls(actor, kind, out_dim, log_std=log_std, nvec=nvec)
 
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""

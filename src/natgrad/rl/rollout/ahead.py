@@ -61,16 +61,27 @@ class RolloutQueue:
     def _collect(self, sampler: Any, iteration: int) -> RolloutBatch:
         try:
             return self.collector.collect(sampler, self.n_steps)
-        except FloatingPointError as exc:
-            raise RolloutError(f"iteration {iteration}: {exc}") from None
+        except RolloutError as exc:  # from a distributed backend: name the iteration
+            raise type(exc)(f"iteration {iteration}: {exc}") from exc
+        except (FloatingPointError, RuntimeError) as exc:  # a non-finite value; an env that
+            # raised, hung or lost its worker (the envs are then in an undefined state)
+            raise RolloutError(f"iteration {iteration}: {exc}") from exc
 
-    def state_dict(self) -> dict[str, Any]:
-        """The collector's state and the pending batch; refused after a failure."""
+    def state_dict(self, envs: bool = True) -> dict[str, Any]:
+        """The collector's state and the pending batch; refused after a failure. With
+        ``envs=False``, only the normalisers (for envs whose state cannot be saved)."""
         if self._error is not None:
             raise RolloutError(
                 f"cannot save: the next batch, collected ahead, failed ({self._error}); "
                 "the envs are in an undefined state, so resume from an earlier checkpoint"
             )
+        if not envs:
+            c = self.collector
+            norms = {
+                name: None if getattr(c, name) is None else getattr(c, name).state_dict()
+                for name in ("obs_normalizer", "reward_scaler")
+            }
+            return {"collector": norms, "pending_rollout": None}
         return {"collector": self.collector.state_dict(), "pending_rollout": self._pending}
 
     def load_state_dict(self, state: dict[str, Any], *, envs: bool = True) -> None:

@@ -33,7 +33,7 @@ from natgrad.rl.envs.masks import check_masks
 from natgrad.rl.envs.source import EnvSource
 from natgrad.rl.envs.spaces import ObsEncoder, action_to_env, check_spaces, kind_for_space
 from natgrad.rl.envs.subproc import AsyncVecEnv
-from natgrad.rl.envs.vec import SyncVecEnv, VecEnv
+from natgrad.rl.envs.vec import StepWatch, SyncVecEnv, VecEnv
 from natgrad.rl.rollout.batch import Episode, RolloutBatch, update_stats
 from natgrad.rl.rollout.normalize import ObsNormalizer, RewardScaler
 
@@ -87,6 +87,8 @@ class LocalCollector:
             concatenated batch, then broadcasts ``obs_normalizer``/``reward_scaler``.
         vec_kwargs: Extra arguments for :class:`AsyncVecEnv` (``n_workers``, ``context``,
             ``timeout``).
+        step_watch: A :class:`~natgrad.rl.envs.vec.StepWatch` the envs (``vec="sync"``)
+            and the loop write into, for a watchdog (a Ray worker's).
 
     Per step the loop does one sampler call, one vector-env step and a few in-place
     numpy writes into preallocated arrays (no torch, no per-step dicts): about 5 us of
@@ -116,6 +118,7 @@ class LocalCollector:
         env_indices: Sequence[int] | None = None,
         auto_update_stats: bool = True,
         vec_kwargs: dict[str, Any] | None = None,
+        step_watch: StepWatch | None = None,
     ) -> None:
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r} must be a positive int")
@@ -129,6 +132,8 @@ class LocalCollector:
         self.seed, self.n_envs, self.gamma = int(seed), n_envs, gamma
         self.env_indices = np.asarray(indices, dtype=np.int64)
         self.venv = _make_venv(env_factory, n_envs, self.seed, vec, indices, vec_kwargs)
+        if step_watch is not None and isinstance(self.venv, SyncVecEnv):
+            self.venv.watch = step_watch
         self.observation_space = self.venv.observation_space
         self.action_space = self.venv.action_space
         try:
@@ -218,39 +223,45 @@ class LocalCollector:
         start = np.zeros(N, dtype=np.int64)  # first step of each env's running episode
         cur, venv, encode, to_env = self._obs, self.venv, self._encode, self._to_env
         no_final, add_reduce, isfinite = venv.no_final, np.add.reduce, math.isfinite
-        for t in range(T):
-            if norm is None:
-                obs[t] = cur
-            else:
-                raw_obs[t] = cur  # type: ignore[index]
-                norm.normalize(cur, out=obs[t])
-            if cur_masks is None:
-                a = sampler.sample(obs[t], noise[t])
-            else:
-                masks[t] = cur_masks  # type: ignore[index]
-                a = sampler.sample(obs[t], noise[t], cur_masks)
-            actions[t] = a
-            raw, r, te, tr, final, _ = venv.step(to_env(a))
-            raw_rew[t] = r
-            term[t] = te
-            trunc[t] = tr
-            cur = encode(raw)
-            if cur_masks is not None:
-                cur_masks = self._env_masks(f"step {t}")
-            if not isfinite(add_reduce(cur, None) + add_reduce(r)):
-                self._check_finite(t, cur, r)
-            if scaler is not None:
-                disc[t] = scaler.accumulate(self._disc_ret, r, te | tr)  # type: ignore[index]
-            if final is not no_final:
-                for i in np.flatnonzero(te | tr).tolist():
-                    f = encode(obs_tree.take(final, slice(i, i + 1)))
-                    self._check_finite(t, f, np.zeros(1), i)
-                    finals.append(f[0])
-                    final_index.append((t, i))
-                    ret = self._ep_ret[i] + raw_rew[start[i] : t + 1, i].sum()
-                    n = int(self._ep_len[i]) + t + 1 - int(start[i])
-                    episodes.append(Episode(int(self.env_indices[i]), float(ret), n, t))
-                    self._ep_ret[i], self._ep_len[i], start[i] = 0.0, 0, t + 1
+        watch, t = getattr(venv, "watch", None), 0
+        try:
+            for t in range(T):
+                if norm is None:
+                    obs[t] = cur
+                else:
+                    raw_obs[t] = cur  # type: ignore[index]
+                    norm.normalize(cur, out=obs[t])
+                if watch is not None:
+                    watch.buf[2] = t
+                if cur_masks is None:
+                    a = sampler.sample(obs[t], noise[t])
+                else:
+                    masks[t] = cur_masks  # type: ignore[index]
+                    a = sampler.sample(obs[t], noise[t], cur_masks)
+                actions[t] = a
+                raw, r, te, tr, final, _ = venv.step(to_env(a))
+                raw_rew[t] = r
+                term[t] = te
+                trunc[t] = tr
+                cur = encode(raw)
+                if cur_masks is not None:
+                    cur_masks = self._env_masks(f"step {t}")
+                if not isfinite(add_reduce(cur, None) + add_reduce(r)):
+                    self._check_finite(t, cur, r)
+                if scaler is not None:
+                    disc[t] = scaler.accumulate(self._disc_ret, r, te | tr)  # type: ignore[index]
+                if final is not no_final:
+                    for i in np.flatnonzero(te | tr).tolist():
+                        f = encode(obs_tree.take(final, slice(i, i + 1)))
+                        self._check_finite(t, f, np.zeros(1), i)
+                        finals.append(f[0])
+                        final_index.append((t, i))
+                        ret = self._ep_ret[i] + raw_rew[start[i] : t + 1, i].sum()
+                        n = int(self._ep_len[i]) + t + 1 - int(start[i])
+                        episodes.append(Episode(int(self.env_indices[i]), float(ret), n, t))
+                        self._ep_ret[i], self._ep_len[i], start[i] = 0.0, 0, t + 1
+        except RuntimeError as err:  # an env raised, hung or its worker died: say when
+            raise RuntimeError(f"at step {t} of the rollout: {err}") from err
         for i in range(N):
             self._ep_ret[i] += raw_rew[start[i] :, i].sum()
         self._ep_len += T - start

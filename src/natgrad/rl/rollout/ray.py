@@ -17,10 +17,8 @@ checkpoints resume on either backend, with any number of workers.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,16 +29,20 @@ import ray
 from ray import exceptions as rex
 
 from natgrad.rl.envs.make import EnvFactory
-from natgrad.rl.errors import RolloutError
 from natgrad.rl.rollout.batch import RolloutBatch, concat_batches, update_stats
 from natgrad.rl.rollout.normalize import ObsNormalizer, RewardScaler
+from natgrad.rl.rollout.ray_cluster import (
+    RayClusterGone,
+    RayRolloutError,
+    cluster_alive,
+    connect,
+    first_line,
+)
 from natgrad.rl.rollout.ray_worker import (
     PER_ENV_FIELDS,
     RolloutWorker,
     check_args,
     check_capacity,
-    check_reachable,
-    cpu_count,
     join_states,
     split_state,
 )
@@ -49,23 +51,9 @@ __all__ = ["RayClusterGone", "RayCollector", "RayRolloutError"]
 
 # Errors that replaying the same steps from the same state would only repeat.
 _DETERMINISTIC = (FloatingPointError, ValueError, TypeError, pickle.PicklingError)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class RayRolloutError(RolloutError):
-    """A Ray worker kept failing (env exception, death or hang) beyond ``max_restarts``."""
-
-
-class RayClusterGone(RayRolloutError):
-    """The Ray cluster went away (shut down or unreachable) during a rollout."""
 
 
 _RemoteWorker = ray.remote(RolloutWorker)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = _ANSI.sub("", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class RayCollector:
@@ -84,12 +72,18 @@ class RayCollector:
             otherwise the address of a running cluster (``"auto"``, ``"host:6379"``,
             ``"ray://host:10001"``). If Ray is already initialised in this process, that
             connection is used and left alone.
-        normalize_obs, normalize_reward, clip_obs, gamma: As for :class:`LocalCollector`.
+        normalize_obs: As for :class:`LocalCollector`.
+        normalize_reward: As for :class:`LocalCollector`.
+        clip_obs: As for :class:`LocalCollector`.
+        gamma: As for :class:`LocalCollector`.
         worker_cpus: CPUs each actor asks Ray for. The default, a small fraction, lets
             many latency-bound workers share a core; use ``1`` for CPU-bound envs on a
             multi-node cluster so that Ray reserves a core per worker.
         timeout: Seconds a worker may take for one call (start-up included) before it is
             considered hung, killed and replaced.
+        step_timeout: Seconds one env may spend in one ``step()`` before the rollout fails
+            with :class:`RayRolloutError` naming the env and the step (a replay would hang
+            again, so there is no restart); ``None``: no such limit.
         max_restarts: Replacements of one worker within one call before giving up.
         init_kwargs: Extra keyword arguments for ``ray.init``.
 
@@ -126,6 +120,9 @@ class RayCollector:
             raise ValueError(f"env_factory={env_factory!r} must be an EnvFactory, id or callable")
         self.n_envs, self.seed, self.gamma = n_envs, int(seed), gamma
         self.worker_cpus, self.timeout, self.max_restarts = worker_cpus, timeout, max_restarts
+        if step_timeout is not None and not step_timeout > 0:
+            raise ValueError(f"step_timeout={step_timeout!r} must be > 0 seconds, or None")
+        self.step_timeout = step_timeout
         self.restarts = 0
         self._factory = env_factory
         self._options = dict(
@@ -159,43 +156,11 @@ class RayCollector:
 
     # --- cluster --------------------------------------------------------------------
     def _connect(self, address: str | None, init_kwargs: dict[str, Any] | None) -> None:
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(
-                include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                logging_level=logging.WARNING,
-            )  # fmt: skip
-            if address is None:
-                kwargs.update(address="local", num_cpus=cpu_count())
-            else:
-                check_reachable(address)
-                kwargs["address"] = address
-            kwargs.update(init_kwargs or {})
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ValueError(
-                    f"address={address!r}: cannot connect to a Ray cluster ({exc}); start one "
-                    "with `ray start --head` and pass its address ('auto' on a cluster node), "
-                    "or leave the address empty for a local Ray instance"
-                ) from None
-            self._owns_ray = True
+        self._owns_ray = connect(address, init_kwargs)
         self.address = str(ray.get_runtime_context().gcs_address)
 
     def _cluster_alive(self) -> bool:
-        if not ray.is_initialized():
-            return False
-        answer: list[bool] = []
-
-        def probe() -> None:
-            try:
-                answer.append(any(node.get("Alive") for node in ray.nodes()))
-            except Exception:
-                answer.append(False)
-
-        thread = threading.Thread(target=probe, daemon=True)
-        thread.start()
-        thread.join(self.probe_timeout)
-        return bool(answer and answer[0])
+        return cluster_alive(self.probe_timeout)
 
     def _gone(self, why: str) -> RayClusterGone:
         self._lost = True
@@ -212,13 +177,14 @@ class RayCollector:
                 if not ray.is_initialized()
                 else f"it did not answer a status request within {self.probe_timeout:g} s"
             )
-            raise self._gone(why if exc is None else f"{why}; {_first_line(exc)}") from exc
+            raise self._gone(why if exc is None else f"{why}; {first_line(exc)}") from exc
 
     # --- workers --------------------------------------------------------------------
     def _spawn(self, k: int) -> Any:
         a, b = self._blocks[k]
         return _RemoteWorker.options(  # type: ignore[attr-defined]
             num_cpus=self.worker_cpus, max_restarts=0, max_task_retries=0,
+            max_concurrency=2,  # a collect and the watchdog's progress() at once
             scheduling_strategy="SPREAD",
         ).remote(self._factory, list(range(a, b)), self.seed, self._options, self._states[k])  # fmt: skip
 
@@ -259,6 +225,8 @@ class RayCollector:
             start(k)
         while pending:
             wait = min(self.heartbeat, min(d for _, d in pending.values()) - time.monotonic())
+            if self.step_timeout is not None:
+                wait = min(wait, max(self.step_timeout / 4, 0.05))
             try:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(wait, 0.0))
             except (rex.RayError, ConnectionError) as exc:
@@ -266,6 +234,7 @@ class RayCollector:
                 raise
             if not ready:
                 self._require_cluster()
+                self._check_steps([k for k, _ in pending.values()])
                 now = time.monotonic()
                 for ref in [r for r, (_, d) in pending.items() if d <= now]:
                     k, _ = pending.pop(ref)
@@ -284,13 +253,13 @@ class RayCollector:
                 cause = exc.cause if exc.cause is not None else exc
                 if isinstance(cause, _DETERMINISTIC):
                     raise cause from None
-                m = re.match(r"env (\d+) raised", str(cause))
+                m = re.search(r"env (\d+) raised", str(cause))
                 who = f"env {m.group(1)}" if m else self._envs(k)
                 failed(
                     k,
                     f"{who} failed {failures[k] + 1} times in a row on Ray worker {k}, "
                     "restored from its last good state each time; last error: "
-                    f"{_first_line(cause)}. Fix the env, or raise max_restarts if its "
+                    f"{first_line(cause)}. Fix the env, or raise max_restarts if its "
                     "failures are transient",
                 )
             except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as exc:
@@ -298,7 +267,7 @@ class RayCollector:
                 failed(
                     k,
                     f"Ray worker {k} ({self._envs(k)}) died {failures[k] + 1} times in a row "
-                    f"({_first_line(exc)}); see the worker logs (`ray logs`, "
+                    f"({first_line(exc)}); see the worker logs (`ray logs`, "
                     "/tmp/ray/session_latest/logs): an out-of-memory kill or an env that "
                     "crashes its process are the usual causes",
                 )
@@ -306,6 +275,27 @@ class RayCollector:
                 self._require_cluster(exc)
                 raise
         return [results[k] for k in range(len(self._actors))]
+
+    def _check_steps(self, workers: list[int]) -> None:
+        """Raise :class:`RayRolloutError` if an env of ``workers`` is stuck in ``step()``."""
+        if self.step_timeout is None:
+            return
+        refs = {k: self._actors[k].progress.remote() for k in workers}
+        for k, ref in refs.items():
+            try:
+                stuck = ray.get(ref, timeout=self.probe_timeout)
+            except (rex.GetTimeoutError, rex.RayError):
+                continue  # a dead or unreachable worker is the other checks' business
+            if stuck is not None and stuck[1] > self.step_timeout:
+                env, seconds, t = stuck
+                self._replace(k)  # its thread is stuck in the env: stop it
+                self.restarts -= 1  # not a restart to retry: the replay would hang too
+                raise RayRolloutError(
+                    f"env {env} did not return from step() within step_timeout="
+                    f"{self.step_timeout:g} s (at step {t} of the rollout, on Ray worker {k}); "
+                    "the run stops (fix the env, or raise step_timeout if its steps are that "
+                    "slow)"
+                )
 
     # --- Collector protocol ---------------------------------------------------------
     def collect(self, sampler: Any, n_steps: int) -> RolloutBatch:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from natgrad.rl.envs.vec import StepWatch
 from natgrad.rl.rollout.collector import LocalCollector
 
 __all__ = [
@@ -59,10 +60,11 @@ class RolloutWorker:
         state: dict[str, Any] | None = None,
     ) -> None:
         self._error: BaseException | None = None
+        self.watch = StepWatch()
         try:
             self.collector = LocalCollector(
                 env_factory, len(env_indices), seed, vec="sync", env_indices=env_indices,
-                auto_update_stats=False, **options,
+                auto_update_stats=False, step_watch=self.watch, **options,
             )  # fmt: skip
             if state is not None:
                 self.collector.load_state_dict(state)
@@ -94,6 +96,11 @@ class RolloutWorker:
                 obj.load_state_dict(st)
         batch = c.collect(sampler, n_steps)
         return batch, c.state_dict()
+
+    def progress(self) -> tuple[int, float, int] | None:
+        """``(env, seconds inside its step(), rollout step)`` while an env steps, else
+        ``None``: the learner's watchdog asks it (the actor runs two threads)."""
+        return self.watch.stuck()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a block state."""
