@@ -333,8 +333,11 @@ def test_an_env_needing_a_missing_extra_gets_gymnasiums_hint(tmp_path, capsys, m
     assert main(["train", "LunarLander-v3", "--steps", "64"]) == 2
     err = capsys.readouterr().err
     assert "needs a missing package" in err and 'pip install "gymnasium[box2d]"' in err
-    assert main(["train", "ALE/Pong-v5", "--steps", "64"]) == 2
-    assert "ale-py" in capsys.readouterr().err
+    import importlib.util
+
+    if importlib.util.find_spec("ale_py") is None:  # (natgrad[atari] installs it)
+        assert main(["train", "ALE/Pong-v5", "--steps", "64"]) == 2
+        assert "ale-py" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
