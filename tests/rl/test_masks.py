@@ -156,3 +156,12 @@ def test_sampler_never_picks_a_masked_action(logits, legal, u):
     a = int(s.sample(np.zeros((1, 1), np.float32), np.array([[u]]), mask)[0])
     assert legal[a]
     assert legal[int(s.mode(np.zeros((1, 1), np.float32), mask)[0])]
+
+
+@pytest.mark.parametrize("env_cls", [HarshMaze, InfoMaze])
+def test_masks_from_a_gymnasium_vector_env(env_cls):
+    venv = gym.vector.SyncVectorEnv([env_cls, env_cls])
+    model = TRPO(venv, n_steps=64, seed=0, use_preset=False)
+    model.learn(256)
+    assert all(e.unwrapped.illegal_moves == 0 for e in venv.envs)
+    model.close()

@@ -184,21 +184,21 @@ class GymVectorAdapter(VecEnv):
     def reset(self, seeds: Sequence[int | None] | None = None) -> Any:
         obs, info = self.venv.reset(seed=None if seeds is None else list(seeds))  # type: ignore[arg-type]
         self._mask_mode = None
+        base = self.venv.unwrapped
         if "action_mask" in info:
             self._mask_mode = "info"
-        else:
-            try:
-                self.venv.call("action_masks")  # type: ignore[attr-defined]
-                self._mask_mode = "call"
-            except Exception:  # the sub-envs have no such method
-                pass
+        elif isinstance(base, gym.vector.SyncVectorEnv) and all(
+            mask_method(env) is not None for env in base.envs
+        ):  # (asked in this process only: a failed call would break an AsyncVectorEnv)
+            self._mask_mode = "call"
         self.masks = self._read_masks(info)
         return _as_arrays(obs)
 
     def _read_masks(self, info: dict[str, Any], reset_info: dict[str, Any] | None = None,
                     done: np.ndarray | None = None) -> list[Any] | None:  # fmt: skip
         if self._mask_mode == "call":
-            return list(self.venv.call("action_masks"))  # type: ignore[attr-defined]
+            base = self.venv.unwrapped
+            return [mask_method(env)() for env in base.envs]  # type: ignore[attr-defined, misc]
         if self._mask_mode == "info":
             masks = list(np.asarray(info["action_mask"]))
             if reset_info is not None and done is not None and "action_mask" in reset_info:
