@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= mujoco,examples,bench,ray,dev,docs
+EXTRAS ?= mujoco,examples,bench,ray,atari,dev,docs
 # Arguments for `make train`, e.g. make train ARGS="Hopper-v5 --steps 1000000"
 ARGS   ?=
 # Parallel test workers (pytest-xdist); 0 runs in one process.
@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# constraints.txt holds torch at that version for every later install.
 	$(BIN)/python -m pip install -c constraints.txt "torch==2.13.0"
 	$(BIN)/python -m pip install -c constraints.txt -e ".[$(EXTRAS)]"
+	# MinAtar needs only numpy; its metadata would pull pandas, scipy and seaborn.
+	$(BIN)/python -m pip install -c constraints.txt --no-deps "minatar==1.0.15"
 	# Curvature libraries for bench/fvp.py, without their dependencies: backpack and
 	# nngeometry require torchvision, whose wheel does not load against the CPU torch.
 	# None of them imports it (only backpack.utils.examples does); their small

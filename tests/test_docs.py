@@ -46,6 +46,11 @@ DOCTEST_MODULES = [
     "natgrad.rl.config.run",
     "natgrad.vi.von",
     "natgrad.vi.predictive",
+    "natgrad.rl.envs.layout",
+    "natgrad.rl.envs.masks",
+    "natgrad.rl.envs.obs_tree",
+    "natgrad.rl.envs.packages",
+    "natgrad.rl.policies.extractors",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 

@@ -42,7 +42,9 @@ def test_unknown_module_prefix():
 @pytest.mark.parametrize(
     ("obs", "act", "name"),
     [
-        (spaces.Dict({"a": spaces.Discrete(2)}), spaces.Discrete(2), "Dict"),
+        (spaces.Dict({"a": spaces.Dict({"b": spaces.Discrete(2)})}), spaces.Discrete(2), "Dict"),
+        (spaces.Tuple((spaces.Discrete(2),)), spaces.Discrete(2), "Tuple"),
+        (spaces.Dict({"a": spaces.MultiBinary(3)}), spaces.Discrete(2), "MultiBinary"),
         (spaces.Box(-1, 1, (2,)), spaces.Tuple((spaces.Discrete(2),)), "Tuple"),
         (spaces.Box(-1, 1, (2,)), spaces.MultiDiscrete([[2, 3], [2, 2]]), "MultiDiscrete"),
         (spaces.Box(-1, 1, (2,)), spaces.MultiBinary([2, 2]), "MultiBinary"),

@@ -102,7 +102,11 @@ def resolve_arguments(
         )
     if rollout is not None and not isinstance(rollout, RolloutConfig):
         raise ValueError(f"rollout is a {type(rollout).__name__}; pass a RolloutConfig")
-    source = env_source(env, env_kwargs)
+    package = hyperparameters.get("env_package", rollout.env_package if rollout else "")
+    if not isinstance(package, str):
+        raise ValueError(f"env_package={package!r} must be a string, e.g. 'ale_py'")
+    wrapper = hyperparameters.get("env_wrapper", rollout.env_wrapper if rollout else "")
+    source = env_source(env, env_kwargs, packages=package, wrapper=wrapper)
 
     preset: dict[str, Any] = {}
     preset_source = ""

@@ -160,6 +160,7 @@ class OnPolicyAlgorithm(ModelMethods):
             self.policy = ActorCritic.from_config(
                 int(self.collector.obs_dim), self.action_space, self.policy_config,  # type: ignore[attr-defined]
                 actor=actor, critic=critic, fast_paths=cfg.fast_paths,
+                observation_space=self.observation_space,
             )  # fmt: skip
         self.custom_modules = {"actor": actor is not None, "critic": critic is not None}
         self.critic_fitter = CriticFitter(
@@ -186,7 +187,9 @@ class OnPolicyAlgorithm(ModelMethods):
         cfg = self.config
         if self.kfac is not None:
             return kfac_direction(self.policy, self.kfac, problem.grads, problem.grad, cfg)
-        fisher = fisher_operator(self.policy, problem.dist, problem.obs, cfg, self.generator)
+        fisher = fisher_operator(
+            self.policy, problem.dist, problem.obs, cfg, self.generator, problem.masks
+        )
         return natural_direction(
             fisher.mv, problem.grad, cfg.max_kl, cg_iters=cfg.cg_iters, cg_rtol=cfg.cg_rtol,
             cg_atol=cfg.cg_atol,
@@ -263,7 +266,9 @@ class OnPolicyAlgorithm(ModelMethods):
             advantages=adv.reshape(flat).float(),
             returns=ret.reshape(flat).float(),
             values=values.reshape(flat).float(),
-        )
+            action_masks=None if rollout.action_masks is None
+            else torch.from_numpy(rollout.action_masks.reshape(flat, -1)),
+        )  # fmt: skip
 
     # --- the loop -------------------------------------------------------------------------
     def learn(

@@ -64,8 +64,11 @@ class ModelMethods:
         state: Any = None,
         episode_start: Any = None,
         deterministic: bool = False,
+        action_masks: Any = None,
     ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict``: env-ready actions for one observation or a batch.
+        """SB3's ``predict``: env-ready actions for one observation or a batch; with
+        ``action_masks`` (one bool per logit and observation, True = legal: sb3-contrib's
+        ``MaskablePPO.predict``) only legal actions are chosen.
 
         Returns:
             ``(actions, state)``; the policy has no recurrent state, so ``state`` comes
@@ -73,9 +76,11 @@ class ModelMethods:
 
         Raises:
             ValueError: For an observation of the wrong shape (naming the expected one) or
-                with a non-finite entry.
+                with a non-finite entry; a mask of the wrong shape or dtype, or with no
+                legal action.
         """
-        return self.actor()(observation, deterministic=deterministic), state
+        actor = self.actor()
+        return actor(observation, deterministic=deterministic, action_masks=action_masks), state
 
     def evaluate(
         self, episodes: int = 10, seed: int = 10_000, env: Any = None, deterministic: bool = True

@@ -54,6 +54,9 @@ class Batch:
     advantages: Tensor
     returns: Tensor
     values: Tensor
+    action_masks: Tensor | None = None
+    """``(B, M)`` bool legal actions from the rollout (or ``None``): the surrogate, the
+    KL, the line search and the Fisher all use these."""
 
 
 class Surrogate:
@@ -81,6 +84,7 @@ class Surrogate:
         kfac: KFAC | None = None,
     ) -> None:
         self.policy, self.obs, self.actions = policy, batch.obs, batch.actions
+        self.masks = batch.action_masks
         self.params = policy.policy_parameters()
         adv = batch.advantages
         if normalize_advantage and adv.numel() > 1:
@@ -88,10 +92,10 @@ class Surrogate:
         self.adv = adv
         if kfac is not None:
             with kfac.capture():
-                dist = policy.distribution(batch.obs)
+                dist = policy.distribution(batch.obs, self.masks)
             kfac.update_factors(dist)  # factors from actions sampled from the policy itself
         else:
-            dist = policy.distribution(batch.obs)
+            dist = policy.distribution(batch.obs, self.masks)
         self.dist, self.old = dist, dist.detach()
         self.old_log_prob = self.old.log_prob(batch.actions)
         ratio = torch.exp(dist.log_prob(batch.actions) - self.old_log_prob)
@@ -106,7 +110,7 @@ class Surrogate:
         key = tuple(p._version for p in self.params)
         if key != self._key or self._current is None:
             with torch.no_grad():
-                self._current = self.policy.distribution(self.obs)
+                self._current = self.policy.distribution(self.obs, self.masks)
             self._key = key
         return self._current
 
@@ -165,28 +169,40 @@ def make_kfac(policy: ActorCritic, cfg: AlgoConfig, seed: int) -> KFAC | None:
 
 
 def fisher_operator(
-    policy: ActorCritic, dist: Distribution, obs: Tensor, cfg: AlgoConfig, gen: torch.Generator
+    policy: ActorCritic,
+    dist: Distribution,
+    obs: Tensor,
+    cfg: AlgoConfig,
+    gen: torch.Generator,
+    masks: Tensor | None = None,
 ) -> FisherOperator:
     """The damped Fisher of the policy at θ_old, on the batch or a subsample of it.
 
     ``"ggn"`` on a plain MLP actor (with fast paths on) uses :class:`MLPFisher`
     (hand-linearised); other actors share the surrogate's forward pass through
-    ``from_distribution``.
+    ``from_distribution``. With action ``masks`` it is the Fisher of the masked policy
+    (zero on the illegal logits), the same rows subsampled.
     """
     params = policy.policy_parameters()
-    sub = obs if cfg.fisher_subsample >= 1.0 else subsample_batch(obs, cfg.fisher_subsample, gen)
+    sub_obs, sub_masks = obs, masks
+    if cfg.fisher_subsample < 1.0:  # the same rows of the observations and the masks
+        if masks is None:
+            sub_obs = subsample_batch(obs, cfg.fisher_subsample, gen)
+        else:
+            sub_obs, sub_masks = subsample_batch((obs, masks), cfg.fisher_subsample, gen)
     if cfg.fisher == "ggn" and policy.actor_spec is not None:
         return MLPFisher(
             policy.actor,  # type: ignore[arg-type]
-            sub,
-            policy.distribution_from_output,
+            sub_obs,
+            lambda out: policy.distribution_from_output(out, sub_masks),
             log_std=policy.log_std,
             damping=cfg.cg_damping,
         )
     cls = KLHessianFisher if cfg.fisher == "kl_hessian" else GGNFisher
-    if sub is obs:
+    if sub_obs is obs:
         return cls.from_distribution(dist, params, damping=cfg.cg_damping)
-    return cls.from_distribution(policy.distribution(sub), params, damping=cfg.cg_damping)
+    sub_dist = policy.distribution(sub_obs, sub_masks)
+    return cls.from_distribution(sub_dist, params, damping=cfg.cg_damping)
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> float:

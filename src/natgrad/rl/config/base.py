@@ -185,8 +185,13 @@ def parse_value(cls: type[ConfigBase], name: str, text: str) -> Any:
             return float(text)
         if get_origin(hint) is tuple:
             return tuple(int(x) for x in text.replace("(", "").replace(")", "").split(",") if x)
+        if get_origin(hint) is dict:
+            value = ast.literal_eval(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         return text
-    except ValueError:
+    except (ValueError, SyntaxError):
         raise ValueError(
             f"invalid config: {name}={text!r} cannot be read as {_hint_name(hints[name])}"
         ) from None

@@ -37,10 +37,28 @@ class PolicyConfig(ConfigBase):
     """Orthogonal initialisation (gains √2 hidden, 0.01 policy head, 1 value head)."""
     log_std_init: float = 0.0
     """Initial state-independent log σ of Gaussian policies."""
+    features_extractor: str = "auto"
+    """How observations become features (SB3: features_extractor_class): "auto" (a CNN
+    per image, NatureCNN from 36×36 up and the small MinAtar CNN below; vectors as they
+    are), "nature", "small", "flatten" (images flattened and scaled to [0, 1], no CNN), or
+    "module:Class", an SB3-style extractor class (natgrad.rl.policies.extractors)."""
+    features_dim: int = 0
+    """Output size of each CNN (0: its default, 512 for NatureCNN, 128 for the small CNN)."""
+    features_extractor_kwargs: dict[str, Any] | None = None
+    """More keyword arguments for the extractor's constructor (SB3's name), e.g.
+    {"channels": 32} for the small CNN."""
 
     def validate(self) -> None:
         super().validate()
         _choice(self, "activation", ACTIVATION_NAMES)
+        name = self.features_extractor
+        if ":" not in name:
+            _choice(self, "features_extractor", ("auto", "nature", "small", "flatten"))
+        if isinstance(self.features_dim, bool) or self.features_dim < 0:
+            _bad("features_dim", self.features_dim, "an int >= 0 (0: the CNN's default)")
+        kw = self.features_extractor_kwargs
+        if kw is not None and not (isinstance(kw, dict) and all(isinstance(k, str) for k in kw)):
+            _bad("features_extractor_kwargs", kw, "a dict of keyword arguments, or None")
         for name in ("policy_hidden", "critic_hidden"):
             sizes = getattr(self, name)
             if not sizes or any(
@@ -53,10 +71,14 @@ class PolicyConfig(ConfigBase):
         cls, kwargs: Mapping[str, Any] | None, base: PolicyConfig | None = None
     ) -> PolicyConfig:
         """Read SB3-style ``policy_kwargs`` (``net_arch``, ``activation_fn``,
-        ``log_std_init``, ``ortho_init``) and natgrad's own field names over ``base``.
+        ``log_std_init``, ``ortho_init``, ``features_extractor_class``,
+        ``features_extractor_kwargs``, ``share_features_extractor=False``) and natgrad's own
+        field names over ``base``.
 
         ``net_arch`` is a list (both networks) or ``dict(pi=[...], vf=[...])``;
-        ``activation_fn`` is ``nn.Tanh``/``nn.ReLU`` (the class) or ``"tanh"``/``"relu"``.
+        ``activation_fn`` is ``nn.Tanh``/``nn.ReLU`` (the class) or ``"tanh"``/``"relu"``;
+        ``features_extractor_class`` is a class (natgrad's or SB3's ``NatureCNN``,
+        ``SmallCNN``, ``FlattenExtractor``, or any SB3-style extractor) or a name.
         """
         values = (base or cls()).to_dict()
         for key, value in dict(kwargs or {}).items():
@@ -76,12 +98,29 @@ class PolicyConfig(ConfigBase):
                     values["policy_hidden"] = values["critic_hidden"] = tuple(value)
             elif key == "activation_fn":
                 values["activation"] = _activation_name(value)
+            elif key == "features_extractor_class":
+                from natgrad.rl.policies.extractors import extractor_name
+
+                values["features_extractor"] = extractor_name(value)
+            elif key == "features_extractor_kwargs" and value is not None:
+                extra = dict(value)
+                if "features_dim" in extra:
+                    values["features_dim"] = int(extra.pop("features_dim"))
+                values["features_extractor_kwargs"] = extra or None
+            elif key == "share_features_extractor":
+                if value:
+                    raise ValueError(
+                        "policy_kwargs['share_features_extractor']=True: natgrad's actor and "
+                        "critic share nothing (the trust region bounds the actor alone); pass "
+                        "False or leave it out"
+                    )
             elif key in values:
                 values[key] = tuple(value) if key.endswith("_hidden") else value
             else:
                 raise ValueError(
                     f"policy_kwargs[{key!r}] is not supported; use net_arch, activation_fn, "
-                    "log_std_init, ortho_init (or natgrad's names: "
+                    "log_std_init, ortho_init, features_extractor_class, "
+                    "features_extractor_kwargs (or natgrad's names: "
                     f"{', '.join(cls.field_names())}); for other networks pass actor=/critic="
                 )
         return cls.from_dict(values)

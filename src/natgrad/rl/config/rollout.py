@@ -32,6 +32,13 @@ class RolloutConfig(ConfigBase):
     """Fit the (default MLP) critic in a helper process, on a second CPU core, while the
     policy step runs, and collect the next batch meanwhile. The results are the same bits
     either way. Off by default: it uses a second core (see README, speed)."""
+    env_package: str = ""
+    """Modules to import before the env id is looked up, in the learner and every env
+    worker: "module" or "module:function" (called), comma-separated; e.g.
+    "minatar.gym:register_envs" for the MinAtar ids, "ale_py" for the Atari ones."""
+    env_wrapper: str = ""
+    """A wrapper applied to every env built from an id or factory: "atari" (gymnasium's
+    AtariPreprocessing + a stack of 4 frames) or "module:function" (env -> env)."""
     step_timeout: float | None = 60.0
     """Seconds an env step may take in a subprocess (vec="async") or on a Ray worker before
     the run stops with an error naming the env and the step; None waits forever."""

@@ -20,6 +20,9 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.utils.ezpickle import EzPickle
 
+from natgrad.rl.envs.ale_state import ale_reducer
+from natgrad.rl.envs.packages import load_env_packages
+
 __all__ = [
     "EnvFactory",
     "EnvStateError",
@@ -78,6 +81,9 @@ def check_env_id(env_id: str) -> None:
 
 # Packages that register their envs on import: what to install and which id to pass.
 _NAMESPACE_HINTS = {
+    "MinAtar": "install the MinAtar extra (`pip install natgrad[minatar]`) and pass "
+    "--env-package minatar.gym:register_envs (TRPO(..., env_package=...)), which registers "
+    "the MinAtar ids",
     "ALE": "install the Atari extra (`pip install ale-py`, or natgrad[atari]) and pass the id "
     "with its module, e.g. 'ale_py:ALE/Pong-v5' (importing ale_py registers the ALE envs)",
 }
@@ -136,13 +142,17 @@ class EnvFactory:
             callable (e.g. a top-level class) returning an env.
         kwargs: Keyword arguments for :func:`gymnasium.make` / the callable.
         wrappers: Picklable callables ``env -> env`` applied in order.
+        packages: Env packages run first, in every process that builds the env
+            (:mod:`~natgrad.rl.envs.packages`, e.g. ``"minatar.gym:register_envs"``).
     """
 
     env_id: str | Callable[..., gym.Env]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     wrappers: tuple[Wrapper, ...] = ()
+    packages: str = ""
 
     def __post_init__(self) -> None:
+        load_env_packages(self.packages)
         if isinstance(self.env_id, str):
             check_env_id(self.env_id)
         elif not callable(self.env_id):
@@ -153,6 +163,7 @@ class EnvFactory:
 
     def __call__(self, index: int = 0, seed: int | None = None) -> gym.Env:
         """Build the env with global index ``index`` (see :func:`make_env`)."""
+        load_env_packages(self.packages)  # (a worker process unpickles without __post_init__)
         return make_env(
             self.env_id, seed=seed, index=index, wrappers=self.wrappers, **dict(self.kwargs)
         )
@@ -173,6 +184,9 @@ class _StatePickler(pickle.Pickler):
     # so a plain pickle restores a *fresh* env. Pickle its __dict__ instead to keep the
     # full simulator state (MjData pickles in mujoco >= 3).
     def reducer_override(self, obj: Any) -> Any:
+        special = ale_reducer(obj)  # emulators that keep their state outside Python
+        if special is not None:
+            return special
         if isinstance(obj, EzPickle) and type(obj).__getstate__ is EzPickle.__getstate__:
             return _rebuild_object, (type(obj), obj.__dict__)
         return NotImplemented

@@ -24,6 +24,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from natgrad.rl.envs.atari import resolve_wrapper
 from natgrad.rl.envs.make import EnvFactory
 from natgrad.rl.envs.subproc import AsyncVecEnv
 from natgrad.rl.envs.vec import GymVectorAdapter, SyncVecEnv, VecEnv
@@ -158,8 +159,16 @@ class EnvSource:
             ) from None
 
 
-def env_source(env: Any, env_kwargs: Mapping[str, Any] | None = None) -> EnvSource:
-    """Resolve what a user passed as ``env`` (see the module docstring).
+def env_source(
+    env: Any,
+    env_kwargs: Mapping[str, Any] | None = None,
+    packages: str = "",
+    wrapper: str = "",
+) -> EnvSource:
+    """Resolve what a user passed as ``env`` (see the module docstring); ``packages``
+    (:mod:`~natgrad.rl.envs.packages`) are run before an id is looked up, and ``wrapper``
+    (:func:`~natgrad.rl.envs.atari.resolve_wrapper`) wraps every env an id or factory
+    builds.
 
     Raises:
         ValueError: For anything else, or an unknown id (with close matches).
@@ -167,8 +176,15 @@ def env_source(env: Any, env_kwargs: Mapping[str, Any] | None = None) -> EnvSour
     kwargs = dict(env_kwargs or {})
     if isinstance(env, EnvSource):
         return env
+    wrappers = () if not wrapper else (resolve_wrapper(wrapper),)
+    if wrappers and not (isinstance(env, str) or (callable(env) and not isinstance(env, gym.Env))):
+        raise ValueError(
+            f"env_wrapper={wrapper!r} applies to envs built from an id or a factory; wrap "
+            "your env object yourself"
+        )
     if isinstance(env, str):
-        return EnvSource(env_id=env, factory=EnvFactory(env, kwargs), env_kwargs=kwargs)
+        factory = EnvFactory(env, kwargs, wrappers=wrappers, packages=packages)
+        return EnvSource(env_id=env, factory=factory, env_kwargs=kwargs)
     if isinstance(env, EnvFactory):
         env_id = env.env_id if isinstance(env.env_id, str) else None
         return EnvSource(env_id=env_id, factory=env, env_kwargs=dict(env.kwargs))
@@ -192,7 +208,8 @@ def env_source(env: Any, env_kwargs: Mapping[str, Any] | None = None) -> EnvSour
             "subprocesses), or a gymnasium.vector.VectorEnv"
         )
     if callable(env):
-        return EnvSource(env_id=None, factory=EnvFactory(env, kwargs), env_kwargs=kwargs)
+        factory = EnvFactory(env, kwargs, wrappers=wrappers)
+        return EnvSource(env_id=None, factory=factory, env_kwargs=kwargs)
     raise ValueError(
         f"env={env!r} is not an env: pass a Gymnasium id (e.g. 'CartPole-v1' or "
         "'my_pkg.envs:MyEnv-v0'), a gymnasium.Env, a zero-argument factory returning one, "

@@ -2,7 +2,8 @@
 
 * :func:`check_spaces` refuses spaces the policies cannot take, saying how to wrap them;
 * :class:`ObsEncoder` turns a batch of raw observations into the flat float vectors
-  the policy sees (``Box`` flattened, ``Discrete`` one-hot);
+  the policy sees (``Box`` flattened, ``Discrete`` one-hot, ``Dict`` one part per key:
+  :mod:`~natgrad.rl.envs.layout`);
 * :func:`kind_for_space` picks the action distribution of an action space;
 * :func:`action_to_env` maps sampled actions back to what ``env.step`` takes.
 """
@@ -10,10 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from natgrad.rl.envs.layout import ObsLayout, obs_layout
 
 __all__ = ["ObsEncoder", "action_to_env", "check_spaces", "kind_for_space"]
 
@@ -28,11 +32,7 @@ def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> None:
     Raises:
         ValueError: Naming the unsupported space and listing the supported ones.
     """
-    if not isinstance(obs_space, (spaces.Box, spaces.Discrete)):
-        raise ValueError(
-            f"unsupported observation space {obs_space!r}; supported: Box (flattened) and "
-            "Discrete (one-hot). Wrap the env, e.g. with gymnasium.wrappers.FlattenObservation"
-        )
+    obs_layout(obs_space)  # raises for what the policies cannot take, naming it
     if isinstance(act_space, spaces.MultiDiscrete) and act_space.nvec.ndim != 1:
         raise ValueError(
             f"unsupported action space {act_space!r}: MultiDiscrete nvec must be 1-D, "
@@ -76,33 +76,46 @@ def kind_for_space(space: spaces.Space) -> tuple[str, int, list[int] | None]:
 class ObsEncoder:
     """Turns a batch of raw observations into a ``(N, dim)`` numeric array.
 
-    ``Box`` observations are flattened (a view when possible, keeping the env dtype);
-    ``Discrete`` ones are one-hot encoded as float32.
+    ``Box`` observations are flattened (a view when possible, keeping the env dtype:
+    images keep their raw values); ``Discrete`` ones are one-hot encoded as float32; a
+    ``Dict`` is the concatenation of its keys' encodings, in the space's key order,
+    as float32 (see :class:`~natgrad.rl.envs.layout.ObsLayout`).
 
     Args:
         space: The single-env observation space.
     """
 
     def __init__(self, space: gym.Space) -> None:
-        if isinstance(space, spaces.Discrete):
-            self.dim = int(space.n)
-            self._start = int(space.start)
-            self._one_hot = True
-        elif isinstance(space, spaces.Box):
-            self.dim = int(np.prod(space.shape, dtype=np.int64))
-            self._one_hot = False
-        else:
-            raise ValueError(f"unsupported observation space {space!r}; use Box or Discrete")
+        self.layout: ObsLayout = obs_layout(space)
+        self.dim = self.layout.dim
         self.space = space
+        self._dict = self.layout.is_dict
+        self._starts = {
+            p.key: int(sub.start)
+            for p, sub in zip(self.layout.parts, _subspaces(space), strict=True)
+            if p.kind == "onehot" and isinstance(sub, spaces.Discrete)
+        }
 
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Encode a batch ``raw`` of shape ``(N, *space.shape)``."""
+    def __call__(self, raw: Any) -> np.ndarray:
+        """Encode a batch ``raw`` of shape ``(N, *space.shape)`` (a dict of such arrays
+        for a ``Dict`` space)."""
+        if not self._dict:
+            return self._encode(self.layout.parts[0], raw)
+        parts = [self._encode(p, raw[p.key]) for p in self.layout.parts]
+        return np.concatenate(parts, axis=1, dtype=np.float32)
+
+    def _encode(self, part: Any, raw: Any) -> np.ndarray:
+        raw = np.asarray(raw)
         n = raw.shape[0]
-        if self._one_hot:
-            out = np.zeros((n, self.dim), dtype=np.float32)
-            out[np.arange(n), np.asarray(raw, dtype=np.int64) - self._start] = 1.0
+        if part.kind == "onehot":
+            out = np.zeros((n, part.size), dtype=np.float32)
+            out[np.arange(n), raw.astype(np.int64).reshape(n) - self._starts[part.key]] = 1.0
             return out
-        return raw.reshape(n, self.dim)
+        return raw.reshape(n, part.size)
+
+
+def _subspaces(space: gym.Space) -> list[gym.Space]:
+    return list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
 
 
 def action_to_env(space: gym.Space) -> Callable[[np.ndarray], np.ndarray]:

@@ -16,6 +16,7 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 
+from natgrad.rl.envs import obs_tree
 from natgrad.rl.envs.vec import StepResult, StepWatch, SyncVecEnv, VecEnv
 
 __all__ = ["AsyncVecEnv", "stop_workers"]
@@ -72,9 +73,11 @@ def _worker(
             if cmd == "step":
                 obs, rew, term, trunc, final, infos = venv.step(data)
                 done = term | trunc
-                conn.send(("ok", (obs, rew, term, trunc, final if done.any() else None, infos)))
+                ended = final if done.any() else None
+                conn.send(("ok", (obs, rew, term, trunc, ended, infos, venv.masks)))
             elif cmd == "reset":
-                conn.send(("ok", venv.reset(data)))
+                obs = venv.reset(data)
+                conn.send(("ok", (obs, venv.masks)))
             elif cmd == "get_state":
                 conn.send(("ok", venv.get_state()))
             elif cmd == "set_state":
@@ -96,6 +99,12 @@ def _worker(
         if venv is not None:
             venv.close()
         conn.close()
+
+
+def _join_masks(parts: list[Any]) -> list[Any] | None:
+    if any(p is None for p in parts):
+        return None
+    return [m for p in parts for m in p]
 
 
 class AsyncVecEnv(VecEnv):
@@ -223,24 +232,28 @@ class AsyncVecEnv(VecEnv):
         for conn, part in zip(self._conns, parts, strict=True):
             conn.send((cmd, part))
 
-    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+    def reset(self, seeds: Sequence[int | None] | None = None) -> Any:
         seeds = self._seeds(seeds)
         self._send_all("reset", [seeds[sl] for sl in self._slices])
-        return np.concatenate(self._gather())
+        res = self._gather()
+        self.masks = _join_masks([r[1] for r in res])
+        return obs_tree.concat([r[0] for r in res])
 
     def step(self, actions: np.ndarray) -> StepResult:
         self._send_all("step", [actions[sl] for sl in self._slices])
         res = self._gather(stepping=True)
+        self.masks = _join_masks([r[6] for r in res])
         if len(res) == 1:
-            obs, rew, term, trunc, final, infos = res[0]
+            obs, rew, term, trunc, final, infos, _ = res[0]
             return obs, rew, term, trunc, self.no_final if final is None else final, infos
-        obs, rew, term, trunc = (np.concatenate(part) for part in list(zip(*res, strict=True))[:4])
+        obs = obs_tree.concat([r[0] for r in res])
+        rew, term, trunc = (np.concatenate(part) for part in list(zip(*res, strict=True))[1:4])
         final = self.no_final
         if any(r[4] is not None for r in res):
-            final = np.zeros_like(self.no_final)
+            final = obs_tree.zeros_like(self.no_final)
             for sl, r in zip(self._slices, res, strict=True):
                 if r[4] is not None:
-                    final[sl] = r[4]
+                    obs_tree.put(final, sl, r[4])
         infos = None if res[0][5] is None else [i for r in res for i in r[5]]
         return obs, rew, term, trunc, final, infos
 

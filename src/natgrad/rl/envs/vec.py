@@ -30,7 +30,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from natgrad.rl.envs import obs_tree
 from natgrad.rl.envs.make import EnvStateError, dump_env, load_env
+from natgrad.rl.envs.masks import mask_method
 
 __all__ = ["GymVectorAdapter", "StepResult", "StepWatch", "SyncVecEnv", "VecEnv"]
 
@@ -71,15 +73,6 @@ class StepWatch:
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]
 
 
-def _obs_buffer(space: gym.Space, n: int) -> np.ndarray:
-    if space.shape is None:
-        raise ValueError(
-            f"unsupported observation space {space!r}: vector envs need a fixed-shape space "
-            "(Box or Discrete); wrap the env, e.g. with gymnasium.wrappers.FlattenObservation"
-        )
-    return np.zeros((n, *space.shape), dtype=space.dtype)
-
-
 class VecEnv:
     """Common interface of the vector envs (see the module docstring)."""
 
@@ -87,9 +80,13 @@ class VecEnv:
     env_indices: tuple[int, ...]
     observation_space: gym.Space
     action_space: gym.Space
-    no_final: np.ndarray  # read-only zeros, returned as final_obs when no env ended
+    no_final: Any  # read-only zeros, returned as final_obs when no env ended
+    masks: list[Any] | None = None
+    """The envs' action masks for their current observations (after ``reset`` and each
+    ``step``; raw, one per env, checked by the collector), or ``None`` when the envs give
+    none (see :mod:`~natgrad.rl.envs.masks`)."""
 
-    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+    def reset(self, seeds: Sequence[int | None] | None = None) -> Any:
         """Reset all envs (``seeds[i]`` for env ``i``) and return the observations."""
         raise NotImplementedError
 
@@ -118,8 +115,7 @@ class VecEnv:
 
     def _set_spaces(self, obs_space: gym.Space, act_space: gym.Space) -> None:
         self.observation_space, self.action_space = obs_space, act_space
-        self.no_final = _obs_buffer(obs_space, self.n_envs)
-        self.no_final.flags.writeable = False
+        self.no_final = obs_tree.readonly(obs_tree.obs_buffer(obs_space, self.n_envs))
 
     def _seeds(self, seeds: Sequence[int | None] | None) -> list[int | None]:
         seeds = [None] * self.n_envs if seeds is None else list(seeds)
@@ -183,35 +179,62 @@ class GymVectorAdapter(VecEnv):
         mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         self.autoreset_mode = gym.vector.AutoresetMode(mode)
         self.return_infos = return_infos
+        self._mask_mode: str | None = None
 
-    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
-        obs, _ = self.venv.reset(seed=None if seeds is None else list(seeds))  # type: ignore[arg-type]
-        return np.asarray(obs)
+    def reset(self, seeds: Sequence[int | None] | None = None) -> Any:
+        obs, info = self.venv.reset(seed=None if seeds is None else list(seeds))  # type: ignore[arg-type]
+        self._mask_mode = None
+        base = self.venv.unwrapped
+        if "action_mask" in info:
+            self._mask_mode = "info"
+        elif isinstance(base, gym.vector.SyncVectorEnv) and all(
+            mask_method(env) is not None for env in base.envs
+        ):  # (asked in this process only: a failed call would break an AsyncVectorEnv)
+            self._mask_mode = "call"
+        self.masks = self._read_masks(info)
+        return _as_arrays(obs)
+
+    def _read_masks(self, info: dict[str, Any], reset_info: dict[str, Any] | None = None,
+                    done: np.ndarray | None = None) -> list[Any] | None:  # fmt: skip
+        if self._mask_mode == "call":
+            base = self.venv.unwrapped
+            return [mask_method(env)() for env in base.envs]  # type: ignore[attr-defined, misc]
+        if self._mask_mode == "info":
+            masks = list(np.asarray(info["action_mask"]))
+            if reset_info is not None and done is not None and "action_mask" in reset_info:
+                for i in np.flatnonzero(done):
+                    masks[i] = np.asarray(reset_info["action_mask"])[i]
+            return masks
+        return None
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step all envs with SAME-STEP autoreset; see the class docstring."""
         obs, rew, term, trunc, info = self.venv.step(actions)
-        obs = np.asarray(obs)
+        obs = _as_arrays(obs)
+        reset_info = None
         rew = np.asarray(rew, dtype=np.float64)
         term = np.asarray(term, dtype=np.bool_)
         trunc = np.asarray(trunc, dtype=np.bool_)
         done = term | trunc
         final = self.no_final
         if done.any():
-            final = np.zeros_like(self.no_final)
+            final = obs_tree.zeros_like(self.no_final)
             if self.autoreset_mode is gym.vector.AutoresetMode.SAME_STEP:
                 for i in np.flatnonzero(info["_final_obs"]):
-                    final[i] = info["final_obs"][i]
+                    obs_tree.put(final, i, info["final_obs"][i])
             else:
-                final[done] = obs[done]
+                obs_tree.put(final, done, obs_tree.take(obs, done))
                 try:
-                    obs = np.asarray(self.venv.reset(options={"reset_mask": done})[0])
+                    obs, reset_info = self.venv.reset(options={"reset_mask": done})
+                    obs = _as_arrays(obs)
                 except (TypeError, ValueError, KeyError, NotImplementedError) as err:
                     raise RuntimeError(
                         f"{type(self.venv).__name__} cannot reset only the finished envs "
                         f"(options['reset_mask']: {err}); build it with "
                         "autoreset_mode=AutoresetMode.SAME_STEP instead"
                     ) from err
+        if self._mask_mode is not None:
+            self.masks = self._read_masks(info, reset_info, done)
         return obs, rew, term, trunc, final, info if self.return_infos else None
 
     def _sync_base(self) -> gym.vector.SyncVectorEnv:
@@ -239,6 +262,12 @@ class GymVectorAdapter(VecEnv):
     def close(self) -> None:
         """Close the wrapped vector env."""
         self.venv.close()
+
+
+def _as_arrays(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: np.asarray(v) for k, v in obs.items()}
+    return np.asarray(obs)
 
 
 class SyncVecEnv(VecEnv):
@@ -280,45 +309,64 @@ class SyncVecEnv(VecEnv):
         except ValueError:
             self.close()
             raise
-        self._obs = _obs_buffer(self.observation_space, self.n_envs)
+        self._obs = obs_tree.obs_buffer(self.observation_space, self.n_envs)
+        self._mask_fns: list[Any] | None = None
+        self._mask_info = False
 
     def _fail(self, i: int, what: str, err: Exception) -> RuntimeError:
         return RuntimeError(
             f"env {self.env_indices[i]} raised in {what}: {type(err).__name__}: {err}"
         )
 
-    def reset(self, seeds: Sequence[int | None] | None = None) -> np.ndarray:
+    def reset(self, seeds: Sequence[int | None] | None = None) -> Any:
         seeds = self._seeds(seeds)
-        obs = self._obs.copy()
+        obs = obs_tree.copy(self._obs)
+        infos = []
         for i, env in enumerate(self.envs):
             try:
-                obs[i] = env.reset(seed=seeds[i])[0]
+                o, info = env.reset(seed=seeds[i])
             except Exception as err:
                 raise self._fail(i, "reset", err) from err
+            obs_tree.put(obs, i, o)
+            infos.append(info)
+        fns = [mask_method(env) for env in self.envs]
+        self._mask_fns = fns if all(fn is not None for fn in fns) else None
+        self._mask_info = self._mask_fns is None and "action_mask" in infos[0]
+        self.masks = None
+        if self._mask_fns is not None:
+            self.masks = [fn() for fn in self._mask_fns if fn is not None]
+        elif self._mask_info:
+            self.masks = [info.get("action_mask") for info in infos]
         return obs
 
     def step(self, actions: np.ndarray) -> StepResult:
         n = self.n_envs
-        obs = np.empty_like(self._obs)
+        obs = obs_tree.empty_like(self._obs)
         rew = np.empty(n, dtype=np.float64)
         term = np.empty(n, dtype=np.bool_)
         trunc = np.empty(n, dtype=np.bool_)
         final = self.no_final
         infos: list[dict] | None = [] if self.return_infos else None
+        mask_fns, mask_info = self._mask_fns, self._mask_info
+        masks: list[Any] | None = [] if mask_fns is not None or mask_info else None
         i, watch = 0, self.watch
         try:
             for i, env in enumerate(self.envs):
                 if watch is not None:
                     watch.enter(self.env_indices[i])
                 o, r, te, tr, info = env.step(actions[i])
+                mask_src = info
                 if te or tr:
                     if final is self.no_final:
-                        final = np.zeros_like(self._obs)
-                    final[i] = o
+                        final = obs_tree.zeros_like(self._obs)
+                    obs_tree.put(final, i, o)
                     o, reset_info = env.reset()
+                    mask_src = reset_info
                     if infos is not None:
                         info = {**reset_info, "final_info": info}
-                obs[i] = o
+                if masks is not None:
+                    masks.append(mask_fns[i]() if mask_fns else mask_src.get("action_mask"))
+                obs_tree.put(obs, i, o)
                 rew[i] = r
                 term[i] = te
                 trunc[i] = tr
@@ -328,6 +376,7 @@ class SyncVecEnv(VecEnv):
             raise self._fail(i, "step", err) from err
         if watch is not None:
             watch.leave()
+        self.masks = masks
         return obs, rew, term, trunc, final, infos
 
     def get_state(self) -> list[bytes]:
@@ -338,6 +387,8 @@ class SyncVecEnv(VecEnv):
         new = [load_env(blob) for blob in state]
         self.close()
         self.envs = new
+        if self._mask_fns is not None:  # the masks of the restored envs, not the old ones
+            self._mask_fns = [mask_method(env) for env in new]
 
     def close(self) -> None:
         """Close the envs."""

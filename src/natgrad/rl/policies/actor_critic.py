@@ -1,10 +1,19 @@
-"""Actor-critic networks: separate actor and critic MLPs, and the action distribution.
+"""Actor-critic networks: separate actor and critic networks, and the action distribution.
+
+The observation space picks the networks: an MLP on the flat observation for vectors,
+and a feature extractor (:mod:`~natgrad.rl.policies.extractors`: a CNN per image, one
+part per ``Dict`` key) in front of the MLP otherwise (SB3's ``CnnPolicy`` and
+``MultiInputPolicy``); actor and critic each have their own.
 
 The action space picks the distribution: a state-independent log σ Gaussian
 for ``Box``, ``Categorical`` for ``Discrete``, ``MultiCategorical`` for
 ``MultiDiscrete`` and ``Bernoulli`` for ``MultiBinary``.  Users may pass their
 own actor and critic modules: the actor maps observations to the
 distribution's mean or logits, the critic to one value per observation.
+
+Invalid-action masks (:mod:`~natgrad.rl.envs.masks`) set the illegal logits to ``-inf``
+(:meth:`ActorCritic.distribution`); the categorical then is the renormalised
+distribution over the legal actions.
 
 Plain MLPs (:func:`natgrad.mlp.mlp_spec`, the one check) get the fast paths: the
 numpy rollout sampler, the hand-linearised Fisher and the numpy critic fit. Any other
@@ -18,6 +27,7 @@ import logging
 import math
 from collections.abc import Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -32,7 +42,9 @@ from natgrad.distributions import (
 )
 from natgrad.mlp import MLPSpec, mlp_spec
 from natgrad.rl.config.policy import PolicyConfig
+from natgrad.rl.envs.layout import obs_layout
 from natgrad.rl.envs.spaces import kind_for_space
+from natgrad.rl.policies.extractors import ObsFeatures, needs_extractor
 from natgrad.rl.policies.sampler import NumpyMLPSampler, TorchSampler
 
 log = logging.getLogger("natgrad")
@@ -91,6 +103,10 @@ class ActorCritic(nn.Module):
         actor: A custom actor module ``obs -> mean or logits`` (replaces the MLP).
         critic: A custom critic module ``obs -> (N, 1) or (N,)`` (replaces the MLP).
         fast_paths: Use the plain-MLP fast paths where the networks allow them.
+        observation_space: The env's observation space: with images, ``uint8`` data or a
+            custom extractor, each default network is a feature extractor then the MLP.
+        features_extractor, features_dim, features_extractor_kwargs: The extractor
+            (see :class:`~natgrad.rl.config.PolicyConfig`).
 
     Attributes:
         actor_spec, critic_spec: The :class:`~natgrad.mlp.MLPSpec` of each network when
@@ -110,34 +126,31 @@ class ActorCritic(nn.Module):
         actor: nn.Module | None = None,
         critic: nn.Module | None = None,
         fast_paths: bool = True,
+        observation_space: gym.Space | None = None,
+        features_extractor: str = "auto",
+        features_dim: int = 0,
+        features_extractor_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         self.kind, self.out_dim, self.nvec = kind_for_space(action_space)
         self.action_space = action_space
-        self.actor = (
-            actor
-            if actor is not None
-            else mlp(
-                obs_dim,
-                policy_hidden,
-                self.out_dim,
-                activation=activation,
-                ortho_init=ortho_init,
-                out_gain=0.01,
-            )
-        )
-        self.critic = (
-            critic
-            if critic is not None
-            else mlp(
-                obs_dim,
-                critic_hidden,
-                1,
-                activation=activation,
-                ortho_init=ortho_init,
-                out_gain=1.0,
-            )
-        )
+
+        def network(hidden: Sequence[int], n_out: int, gain: float) -> nn.Module:
+            layout = None if observation_space is None else obs_layout(observation_space)
+            if layout is None or not needs_extractor(layout, features_extractor):
+                return mlp(obs_dim, hidden, n_out, activation=activation,
+                           ortho_init=ortho_init, out_gain=gain)  # fmt: skip
+            if layout.dim != obs_dim:
+                raise ValueError(f"obs_dim={obs_dim} but the observation space holds "
+                                 f"{layout.dim} values")  # fmt: skip
+            features = ObsFeatures(layout, features_extractor, features_dim,
+                                   features_extractor_kwargs, ortho_init=ortho_init)  # fmt: skip
+            head = mlp(features.features_dim, hidden, n_out, activation=activation,
+                       ortho_init=ortho_init, out_gain=gain)  # fmt: skip
+            return nn.Sequential(features, head)
+
+        self.actor = actor if actor is not None else network(policy_hidden, self.out_dim, 0.01)
+        self.critic = critic if critic is not None else network(critic_hidden, 1, 1.0)
         self.log_std = (
             nn.Parameter(torch.full((self.out_dim,), float(log_std_init)))
             if self.kind == "gaussian"
@@ -159,6 +172,7 @@ class ActorCritic(nn.Module):
         actor: nn.Module | None = None,
         critic: nn.Module | None = None,
         fast_paths: bool = True,
+        observation_space: gym.Space | None = None,
     ) -> ActorCritic:
         """The actor-critic a :class:`~natgrad.rl.config.PolicyConfig` describes."""
         return cls(
@@ -166,6 +180,9 @@ class ActorCritic(nn.Module):
             critic_hidden=config.critic_hidden, activation=config.activation,
             ortho_init=config.ortho_init, log_std_init=config.log_std_init,
             actor=actor, critic=critic, fast_paths=fast_paths,
+            observation_space=observation_space,
+            features_extractor=config.features_extractor, features_dim=config.features_dim,
+            features_extractor_kwargs=config.features_extractor_kwargs,
         )  # fmt: skip
 
     def _spec(self, name: str, module: nn.Module, *, custom: bool) -> MLPSpec | None:
@@ -187,11 +204,27 @@ class ActorCritic(nn.Module):
     def critic_parameters(self) -> list[Tensor]:
         return list(self.critic.parameters())
 
-    def distribution(self, obs: Tensor) -> Distribution:
-        """The action distribution at ``obs`` (with autograd, unless called under no_grad)."""
-        return self.distribution_from_output(self.actor(obs))
+    def distribution(self, obs: Tensor, action_masks: Tensor | None = None) -> Distribution:
+        """The action distribution at ``obs`` (with autograd, unless called under no_grad);
+        with ``action_masks`` (``(N, out_dim)`` bool, True = legal) the illegal logits are
+        ``-inf``."""
+        return self.distribution_from_output(self.actor(obs), action_masks)
 
-    def distribution_from_output(self, out: Tensor) -> Distribution:
+    def distribution_from_output(
+        self, out: Tensor, action_masks: Tensor | None = None
+    ) -> Distribution:
+        if action_masks is not None:
+            if self.kind not in ("categorical", "multicategorical"):
+                raise ValueError(
+                    f"action masks need Discrete or MultiDiscrete actions; this policy's "
+                    f"actions are {self.kind!r} ({self.action_space})"
+                )
+            if action_masks.shape != out.shape or action_masks.dtype != torch.bool:
+                raise ValueError(
+                    f"action_masks has shape {tuple(action_masks.shape)} and dtype "
+                    f"{action_masks.dtype}; expected {tuple(out.shape)} torch.bool"
+                )
+            out = out.masked_fill(~action_masks, float("-inf"))
         if self.kind == "gaussian":
             assert self.log_std is not None  # set in __init__ for Box spaces
             return DiagGaussian(out, self.log_std)
@@ -215,6 +248,12 @@ class ActorCritic(nn.Module):
         log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
         if self.actor_spec is not None:
             return NumpyMLPSampler(self.actor_spec, self.kind, log_std=log_std, nvec=self.nvec)
+        if self.fast_paths:
+            from natgrad.rl.policies.cnn_sampler import cnn_numpy_sampler
+
+            fast = cnn_numpy_sampler(self.actor, self.kind, log_std=log_std, nvec=self.nvec)
+            if fast is not None:
+                return fast
         return TorchSampler(
             _CopiedActor(self.actor), self.kind, self.out_dim, log_std=log_std, nvec=self.nvec
         )

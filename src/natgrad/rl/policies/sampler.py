@@ -127,17 +127,36 @@ class _Sampler:
             raise ValueError("gaussian sampler needs log_std")
         return self.std
 
-    def sample(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def sample(
+        self, obs: np.ndarray, noise: np.ndarray, masks: np.ndarray | None = None
+    ) -> np.ndarray:
         """Actions for ``obs`` (N, obs_dim) given ``noise`` (N, *noise_shape).
 
         Args:
             obs: Observations as the policy sees them.
             noise: Standard normal or ``[0, 1)`` uniform draws (see ``noise_kind``).
+            masks: ``(N, out_dim)`` bool, the legal actions (categorical kinds only;
+                checked by the caller): illegal logits become ``-inf``, so the inverse
+                CDF never picks them.
 
         Returns:
             Actions ``(N, *action_shape)`` of dtype ``action_dtype``.
         """
-        return self._from_params(self.params(obs), noise)
+        return self._from_params(self._masked(self.params(obs), masks), noise)
+
+    def _masked(self, out: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        if masks is None:
+            return out
+        if self.kind not in ("categorical", "multicategorical"):
+            raise ValueError(
+                f"action masks need a categorical policy (Discrete or MultiDiscrete actions), "
+                f"but this sampler is {self.kind!r}"
+            )
+        if masks.shape != out.shape:
+            raise ValueError(
+                f"masks has shape {masks.shape}, expected {out.shape} (one bool per logit)"
+            )
+        return np.where(masks, out, -np.inf).astype(np.float32, copy=False)
 
     def _from_params(self, out: np.ndarray, noise: np.ndarray) -> np.ndarray:
         kind = self.kind
@@ -153,9 +172,10 @@ class _Sampler:
         parts = np.split(out, self._splits, axis=1)
         return np.stack([_categorical(p, noise[:, j]) for j, p in enumerate(parts)], axis=1)
 
-    def mode(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic actions (mean, argmax or ``logit > 0``) for evaluation."""
-        out = self.params(obs)
+    def mode(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """Deterministic actions (mean, argmax or ``logit > 0``) for evaluation; argmax
+        over the legal actions with ``masks``."""
+        out = self._masked(self.params(obs), masks)
         if self.kind == "gaussian":
             return out
         if self.kind == "categorical":
@@ -216,6 +236,27 @@ class NumpyMLPSampler(_Sampler):
         self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
         if kind == "gaussian" and self.std is None:
             raise ValueError("kind='gaussian' needs log_std (shape (act_dim,))")
+
+    @classmethod
+    def from_layers(
+        cls,
+        layers: list[tuple[np.ndarray, np.ndarray, str | None]],
+        kind: str,
+        *,
+        log_std: Any = None,
+        nvec: Sequence[int] | None = None,
+        row_exact: bool = True,
+    ) -> NumpyMLPSampler:
+        """A sampler over ready ``(weight (in, out), bias, activation)`` layers (e.g. a
+        small convolution written as the dense matrix it is:
+        :mod:`~natgrad.rl.policies.cnn_sampler`)."""
+        self = cls.__new__(cls)
+        self.layers = [(np.ascontiguousarray(w, dtype=np.float32),
+                        np.asarray(b, dtype=np.float32).copy(), a) for w, b, a in layers]  # fmt: skip
+        self.obs_dim = self.layers[0][0].shape[0]
+        self.row_exact = row_exact
+        self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
+        return self
 
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""

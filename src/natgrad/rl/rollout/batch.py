@@ -47,6 +47,9 @@ class RolloutBatch:
             normalisation: the data for the statistics update), else ``None``.
         discounted_returns: ``(T, N)`` float64 per-env running discounted returns (only
             with reward scaling: the data for its update), else ``None``.
+        action_masks: ``(T, N, M)`` bool, the legal actions at each step as the env gave
+            them (``M`` logits; see :mod:`~natgrad.rl.envs.masks`), or ``None``: the
+            update uses the same masks as the rollout.
     """
 
     obs: np.ndarray
@@ -62,6 +65,7 @@ class RolloutBatch:
     env_indices: np.ndarray
     raw_obs: np.ndarray | None = None
     discounted_returns: np.ndarray | None = None
+    action_masks: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -92,6 +96,13 @@ class RolloutBatch:
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(T, N)}")
         if self.actions.shape[:2] != (T, N) or self.final_obs.shape[0] != len(self.final_index):
             raise ValueError("actions or final_obs/final_index shapes do not match obs")
+        if self.action_masks is not None and (
+            self.action_masks.shape[:2] != (T, N) or self.action_masks.dtype != np.bool_
+        ):
+            raise ValueError(
+                f"action_masks has shape {self.action_masks.shape} and dtype "
+                f"{self.action_masks.dtype}; expected ({T}, {N}, M) bool"
+            )
         finite = np.isfinite(self.final_obs).all(axis=1)
         bad_final = np.zeros((T, N), dtype=bool)
         bad_final[tuple(self.final_index[~finite].T)] = True

@@ -27,7 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from natgrad.rl.envs import obs_tree
 from natgrad.rl.envs.make import EnvFactory
+from natgrad.rl.envs.masks import check_masks
 from natgrad.rl.envs.source import EnvSource
 from natgrad.rl.envs.spaces import ObsEncoder, action_to_env, check_spaces, kind_for_space
 from natgrad.rl.envs.subproc import AsyncVecEnv
@@ -143,7 +145,9 @@ class LocalCollector:
         self._to_env = action_to_env(self.action_space)
         self.obs_dim = self._encode.dim
         self.obs_normalizer = (
-            ObsNormalizer((self.obs_dim,), clip=clip_obs) if normalize_obs else None
+            ObsNormalizer((self.obs_dim,), clip=clip_obs, mask=self._encode.layout.normalize_mask())
+            if normalize_obs
+            else None
         )
         self.reward_scaler = RewardScaler(gamma) if normalize_reward else None
         self.auto_update_stats = auto_update_stats
@@ -152,9 +156,19 @@ class LocalCollector:
             for i in indices
         ]
         self._obs = self._encode(self.venv.reset([self.seed + i for i in indices])).copy()
+        self._masks = self._env_masks("reset")
         self._ep_ret = np.zeros(n_envs, dtype=np.float64)  # return so far of running episodes
         self._ep_len = np.zeros(n_envs, dtype=np.int64)
         self._disc_ret = np.zeros(n_envs, dtype=np.float64)
+
+    def _env_masks(self, when: str) -> np.ndarray | None:
+        """The envs' current action masks, checked (``None`` when they give none)."""
+        if self.venv.masks is None:
+            return None
+        return check_masks(
+            self.venv.masks, self.action_space, n=self.n_envs,
+            what=f"the env action masks after {when} (envs {self.env_indices.tolist()})",
+        )  # fmt: skip
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:
         if self.obs_normalizer is None:
@@ -201,6 +215,8 @@ class LocalCollector:
         norm, scaler = self.obs_normalizer, self.reward_scaler
         raw_obs = np.empty((T, N, D), dtype=np.float64) if norm is not None else None
         disc = np.empty((T, N), dtype=np.float64) if scaler is not None else None
+        cur_masks = self._masks
+        masks = None if cur_masks is None else np.empty((T, *cur_masks.shape), dtype=np.bool_)
         finals: list[np.ndarray] = []
         final_index: list[tuple[int, int]] = []
         episodes: list[Episode] = []
@@ -217,20 +233,26 @@ class LocalCollector:
                     norm.normalize(cur, out=obs[t])
                 if watch is not None:
                     watch.buf[2] = t
-                a = sampler.sample(obs[t], noise[t])
+                if cur_masks is None:
+                    a = sampler.sample(obs[t], noise[t])
+                else:
+                    masks[t] = cur_masks  # type: ignore[index]
+                    a = sampler.sample(obs[t], noise[t], cur_masks)
                 actions[t] = a
                 raw, r, te, tr, final, _ = venv.step(to_env(a))
                 raw_rew[t] = r
                 term[t] = te
                 trunc[t] = tr
                 cur = encode(raw)
+                if cur_masks is not None:
+                    cur_masks = self._env_masks(f"step {t}")
                 if not isfinite(add_reduce(cur, None) + add_reduce(r)):
                     self._check_finite(t, cur, r)
                 if scaler is not None:
                     disc[t] = scaler.accumulate(self._disc_ret, r, te | tr)  # type: ignore[index]
                 if final is not no_final:
                     for i in np.flatnonzero(te | tr).tolist():
-                        f = encode(final[i : i + 1])
+                        f = encode(obs_tree.take(final, slice(i, i + 1)))
                         self._check_finite(t, f, np.zeros(1), i)
                         finals.append(f[0])
                         final_index.append((t, i))
@@ -244,6 +266,7 @@ class LocalCollector:
             self._ep_ret[i] += raw_rew[start[i] :, i].sum()
         self._ep_len += T - start
         self._obs = cur
+        self._masks = cur_masks
         batch = RolloutBatch(
             obs=obs,
             actions=actions,
@@ -258,6 +281,7 @@ class LocalCollector:
             env_indices=self.env_indices.copy(),
             raw_obs=raw_obs,
             discounted_returns=disc,
+            action_masks=masks,
         )
         if self.auto_update_stats:
             self.update_stats(batch)
@@ -292,6 +316,7 @@ class LocalCollector:
             "ep_length": self._ep_len.copy(),
             "discounted_return": self._disc_ret.copy(),
             "rng": [rng.bit_generator.state for rng in self._rngs],
+            "action_masks": None if self._masks is None else self._masks.copy(),
             "obs_normalizer": None if norm is None else norm.state_dict(),
             "reward_scaler": None if scaler is None else scaler.state_dict(),
         }
@@ -311,6 +336,8 @@ class LocalCollector:
                 obj.load_state_dict(state[name])
         self.venv.set_state(state["envs"])
         self._obs = np.array(state["obs"])
+        saved = state.get("action_masks")
+        self._masks = None if saved is None else np.array(saved, dtype=np.bool_)
         self._ep_ret = np.array(state["ep_return"], dtype=np.float64)
         self._ep_len = np.array(state["ep_length"], dtype=np.int64)
         self._disc_ret = np.array(state["discounted_return"], dtype=np.float64)

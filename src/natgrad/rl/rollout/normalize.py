@@ -103,20 +103,43 @@ class ObsNormalizer:
         shape: Shape of one (flattened) observation.
         clip: Clip bound of the normalised values.
         eps: Added to the variance.
+        mask: ``bool`` array of ``shape``: the entries to normalise; the others (image
+            pixels, :meth:`~natgrad.rl.envs.layout.ObsLayout.normalize_mask`) pass through
+            unchanged and unclipped. ``None`` normalises every entry.
     """
 
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        mask: np.ndarray | None = None,
+    ) -> None:
         if not clip > 0:
             raise ValueError(f"clip={clip} must be > 0")
         if not eps >= 0:
             raise ValueError(f"eps={eps} must be >= 0")
         self.rms = RunningMeanStd(shape)
         self.clip, self.eps = float(clip), float(eps)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != self.rms.shape:
+                raise ValueError(f"mask has shape {mask.shape}, expected {self.rms.shape}")
+            if mask.all():
+                mask = None
+        self.mask = mask
         self._refresh()
 
     def _refresh(self) -> None:
         self._mean = self.rms.mean.copy()
         self._inv_std = 1.0 / np.sqrt(self.rms.var + self.eps)
+        self._lo: float | np.ndarray = -self.clip
+        self._hi: float | np.ndarray = self.clip
+        if self.mask is not None:  # skipped entries: x - 0, times 1, clipped to ±inf
+            self._mean[~self.mask] = 0.0
+            self._inv_std[~self.mask] = 1.0
+            self._lo = np.where(self.mask, -self.clip, -np.inf)
+            self._hi = np.where(self.mask, self.clip, np.inf)
 
     def normalize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Normalise ``x`` (``(..., *shape)``) with the frozen statistics.
@@ -130,7 +153,7 @@ class ObsNormalizer:
         """
         y = np.subtract(x, self._mean, dtype=np.float64)
         y *= self._inv_std
-        return np.clip(y, -self.clip, self.clip, out=y if out is None else out)
+        return np.clip(y, self._lo, self._hi, out=y if out is None else out)
 
     def update(self, raw_obs: np.ndarray) -> None:
         """Merge a batch of raw observations ``(..., *shape)`` into the statistics."""

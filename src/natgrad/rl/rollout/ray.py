@@ -28,6 +28,7 @@ import numpy as np
 import ray
 from ray import exceptions as rex
 
+from natgrad.rl.envs.layout import obs_layout
 from natgrad.rl.envs.make import EnvFactory
 from natgrad.rl.rollout.batch import RolloutBatch, concat_batches, update_stats
 from natgrad.rl.rollout.normalize import ObsNormalizer, RewardScaler
@@ -149,8 +150,9 @@ class RayCollector:
         self.observation_space = infos[0]["observation_space"]
         self.action_space = infos[0]["action_space"]
         self.obs_dim = int(infos[0]["obs_dim"])
+        skip = obs_layout(self.observation_space).normalize_mask()  # image pixels: untouched
         self.obs_normalizer = (
-            ObsNormalizer((self.obs_dim,), clip=clip_obs) if normalize_obs else None
+            ObsNormalizer((self.obs_dim,), clip=clip_obs, mask=skip) if normalize_obs else None
         )
         self.reward_scaler = RewardScaler(gamma) if normalize_reward else None
 

@@ -119,6 +119,8 @@ def split_state(state: dict[str, Any], a: int, b: int) -> dict[str, Any]:
         out[name] = list(state[name][a:b])
     for name in PER_ENV_ARRAYS:
         out[name] = np.asarray(state[name])[a:b].copy()
+    masks = state.get("action_masks")  # the envs' current action masks, if they give any
+    out["action_masks"] = None if masks is None else np.asarray(masks)[a:b].copy()
     out["obs_normalizer"] = state["obs_normalizer"]
     out["reward_scaler"] = state["reward_scaler"]
     return out
@@ -136,6 +138,10 @@ def join_states(
         out[name] = [x for s in parts for x in s[name]]
     for name in PER_ENV_ARRAYS:
         out[name] = np.concatenate([np.asarray(s[name]) for s in parts])
+    masks = [s.get("action_masks") for s in parts]
+    out["action_masks"] = (
+        None if any(m is None for m in masks) else np.concatenate([np.asarray(m) for m in masks])
+    )
     out["obs_normalizer"] = None if obs_normalizer is None else obs_normalizer.state_dict()
     out["reward_scaler"] = None if reward_scaler is None else reward_scaler.state_dict()
     return out
