@@ -1,0 +1,335 @@
+"""The MuJoCo suite: natgrad's TRPO and NPG presets on the nine standard v5 tasks, over seeds.
+
+Every training is one ``natgrad train`` subprocess (the CLI contract: ``--algo``,
+``--seed``, ``--steps``, ``--run-dir``, ``--set field=value``), run on a pinned copy
+of the sources; its final deterministic evaluation (10 episodes), learning curve,
+wall seconds, steps/s, commit and settings are appended as one JSON line to the
+results file.  A run already in the results file is skipped, so an interrupted suite
+resumes where it stopped.  At most ``--jobs`` (2) trainings run at once, and none is
+started while the file ``--pause-file`` (/work/PAUSE_SUITE) exists.
+
+    python bench/suite.py run --envs Hopper-v5,Ant-v5 --algos trpo,npg --seeds 0-2
+    python bench/suite.py run --envs Ant-v5 --seeds 0 --set max_kl=0.02   # a variant
+    python bench/suite.py summary                  # every (env, algo, variant) group
+    python bench/suite.py render                   # docs/suite_results.md + docs/img/suite.png
+
+The rendered table (bench/suite_report.py) uses the runs at the current preset
+(same preset tables in ``presets/trpo.toml``, no ``--set``) and the step budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "suite.jsonl"
+OUT = ROOT / "bench" / "out" / "suite"
+PAUSE_FILE = Path("/work/PAUSE_SUITE")
+TASKS = ("Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Humanoid-v5",
+         "Reacher-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5")  # fmt: skip
+ALGOS = ("trpo", "npg")
+CURVE_POINTS = 200
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training: env, algorithm, seed, step budget and ``--set`` overrides (as text)."""
+
+    env: str
+    algo: str
+    seed: int
+    steps: int
+    overrides: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def tag(self) -> str:
+        """``preset``, or a short name of the overrides (the run directory's name)."""
+        if not self.overrides:
+            return "preset"
+        text = ",".join(f"{k}={v}" for k, v in self.overrides)
+        safe = "".join(c if c.isalnum() or c in "=.,-_" else "_" for c in text)
+        return safe if len(safe) <= 60 else hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# --- presets (read as data: the digest says which preset tables a run used) ------------
+def _family(env_id: str) -> str:
+    import gymnasium as gym
+
+    spec = gym.registry.get(env_id)
+    entry = str(getattr(spec, "entry_point", "")) if spec is not None else ""
+    if "envs.mujoco" in entry:
+        return "mujoco"
+    return "classic_control" if "envs.classic_control" in entry else "other"
+
+
+def preset_tables(src: Path, env_id: str, algo: str) -> dict[str, Any]:
+    """The preset tables that apply to ``env_id`` and ``algo``, without their ``source``."""
+    import tomllib
+
+    data = tomllib.loads((src / "natgrad" / "presets" / "trpo.toml").read_text(encoding="utf-8"))
+
+    def strip(table: dict[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (table or {}).items() if k != "source" and k != "npg"}
+
+    family = _family(env_id)
+    own = data.get("envs", {}).get(env_id)
+    tables = {"defaults": strip(data["defaults"].get(family)), "env": strip(own)}
+    if algo == "npg":  # algorithm-specific layers, if the preset file has them
+        tables["npg_defaults"] = strip(data.get("npg", {}).get("defaults", {}).get(family))
+        tables["npg_env"] = strip((own or {}).get("npg"))
+    return tables
+
+
+def preset_digest(src: Path, env_id: str, algo: str) -> str:
+    """A short hash of :func:`preset_tables`: equal digests mean the same preset values."""
+    text = json.dumps(preset_tables(src, env_id, algo), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def run_key(job: Job, digest: str) -> tuple:
+    return (job.env, job.algo, job.seed, job.steps, tuple(sorted(job.overrides)), digest)
+
+
+def line_key(line: dict[str, Any]) -> tuple:
+    overrides = tuple(sorted((k, v) for k, v in line["overrides"].items()))
+    return (
+        line["env"],
+        line["algo"],
+        line["seed"],
+        line["steps"],
+        overrides,
+        line["preset_digest"],
+    )
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(s) for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+# --- pinning the code -------------------------------------------------------------------
+def pin_sources(repo: Path, out: Path) -> tuple[Path, str]:
+    """A copy of ``repo/src`` under ``out`` and the commit it is (``-dirty+hash`` if edited).
+
+    Runs in flight keep using their copy however the working tree changes later.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()  # fmt: skip
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    diff = git("diff", "HEAD", "--", "src") + git(
+        "ls-files", "--others", "--exclude-standard", "src"
+    )
+    if diff:
+        commit += "-dirty+" + hashlib.sha1(diff.encode()).hexdigest()[:8]
+    dest = out / "src" / commit[:60]
+    if not (dest / "natgrad").exists():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(repo / "src", tmp, ignore=shutil.ignore_patterns("__pycache__"))
+        tmp.rename(dest)
+    return dest, commit
+
+
+# --- one run ----------------------------------------------------------------------------
+def command(job: Job, run_dir: Path, python: str) -> list[str]:
+    cmd = [python, "-m", "natgrad.cli", "train", job.env, "--algo", job.algo,
+           "--seed", str(job.seed), "--steps", str(job.steps), "--run-dir", str(run_dir),
+           "--no-progress"]  # fmt: skip
+    for k, v in job.overrides:
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
+
+
+def _first_reach(steps: np.ndarray, wall: np.ndarray, ret: np.ndarray, level: float) -> dict | None:
+    hit = np.flatnonzero(np.nan_to_num(ret, nan=-np.inf) >= level)
+    if hit.size == 0:
+        return None
+    i = int(hit[0])
+    return {"level": level, "env_steps": int(steps[i]), "wall_s": round(float(wall[i]), 2)}
+
+
+def collect(job: Job, run_dir: Path, wall_s: float, commit: str, digest: str,
+            thresholds: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The JSON line of a finished run, from its eval.json, progress.csv and config.json."""
+    import csv
+
+    ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    with open(run_dir / "progress.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array([float(r["env_steps"]) for r in rows])
+    ret = np.array([float(r["episode_return"] or "nan") for r in rows])
+    t = np.array([float(r["wall_time"]) for r in rows])
+    started = float(json.loads((run_dir / "suite_start.json").read_text())["time"])
+    wall = t - started
+    keep = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), CURVE_POINTS)).astype(int))
+    rnd = lambda a, d: [None if not np.isfinite(x) else round(float(x), d) for x in a]  # noqa: E731
+    return {
+        "env": job.env, "algo": job.algo, "seed": job.seed, "steps": job.steps,
+        "overrides": dict(job.overrides), "preset_digest": digest,
+        "eval": {"mean": ev["mean"], "std": ev["std"], "returns": ev["returns"]},
+        "final_train_return": None if not np.isfinite(ret[-1]) else float(ret[-1]),
+        "env_steps": int(steps[-1]),
+        "wall_s": round(wall_s, 2), "steps_per_s": round(float(steps[-1]) / wall_s, 1),
+        "first_reach": {name: _first_reach(steps, wall, ret, level)
+                        for name, level in (thresholds or {}).items()},
+        "curve": {"env_steps": [int(s) for s in steps[keep]], "wall_s": rnd(wall[keep], 2),
+                  "episode_return": rnd(ret[keep], 2)},
+        "commit": commit, "config": cfg.get("config", cfg),
+        "preset_source": cfg.get("preset_source", ""),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_avg": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+# --- the scheduler ----------------------------------------------------------------------
+def wait_while_paused(pause_file: Path | None, poll: float = 10.0) -> None:
+    said = False
+    while pause_file is not None and pause_file.exists():
+        if not said:
+            print(f"suite: paused while {pause_file} exists", flush=True)
+            said = True
+        time.sleep(poll)
+
+
+def commit_results(results: Path, message: str) -> None:
+    """Commit only the results file (other staged work is left alone); retries a busy index."""
+    repo = results.resolve().parents[2]
+    for _ in range(10):
+        subprocess.run(["git", "-C", str(repo), "add", str(results)], capture_output=True)
+        done = subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--",
+                               str(results)], capture_output=True, text=True)  # fmt: skip
+        if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
+            return
+        time.sleep(3)
+    print(f"suite: could not commit {results}: {done.stderr.strip()}", file=sys.stderr)
+
+
+def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs: int = 2,
+              pause_file: Path | None = PAUSE_FILE, commit: bool = False,
+              python: str = sys.executable, repo: Path = ROOT, poll: float = 2.0) -> list[dict]:  # fmt: skip
+    """Run the jobs not yet in ``results``, ``n_jobs`` at a time; returns the new lines."""
+    from suite_report import first_reach_levels
+
+    src, rev = pin_sources(repo, out)
+    done = {line_key(x) for x in read_results(results)}
+    pending: list[tuple[Job, str]] = []
+    for job in jobs:
+        digest = preset_digest(src, job.env, job.algo)
+        if run_key(job, digest) not in done:
+            pending.append((job, digest))
+    print(f"suite: {len(jobs) - len(pending)} of {len(jobs)} runs done; code {rev}", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONUNBUFFERED": "1"}
+    running: list[tuple[Job, str, Path, subprocess.Popen, float, Any]] = []
+    new: list[dict] = []
+    while pending or running:
+        while pending and len(running) < n_jobs:
+            wait_while_paused(pause_file)
+            job, digest = pending.pop(0)
+            run_dir = out / "runs" / job.env / job.algo / job.tag / f"seed{job.seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again
+            run_dir.mkdir(parents=True)
+            (run_dir / "suite_start.json").write_text(json.dumps({"time": time.time()}))
+            log = open(run_dir.with_name(run_dir.name + ".log"), "w")
+            proc = subprocess.Popen(command(job, run_dir, python), stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
+            print(f"suite: start {job.env} {job.algo} seed {job.seed} {job.tag}", flush=True)
+            running.append((job, digest, run_dir, proc, time.perf_counter(), log))
+        time.sleep(poll)
+        for item in list(running):
+            job, digest, run_dir, proc, t0, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0 or not (run_dir / "eval.json").exists():
+                print(f"suite: FAILED {job} (exit {proc.returncode}); see {log.name}", flush=True)
+                continue
+            line = collect(job, run_dir, wall, rev, digest, first_reach_levels(job.env))
+            results.parent.mkdir(parents=True, exist_ok=True)
+            with open(results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+            new.append(line)
+            print(f"suite: done {job.env} {job.algo} seed {job.seed} {job.tag}: "
+                  f"{line['eval']['mean']:.1f} in {wall:.0f} s", flush=True)  # fmt: skip
+            if commit:
+                commit_results(results, f"suite: {job.env} {job.algo} seed {job.seed} {job.tag}")
+    return new
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> 0..4, ``"0,3,5"`` -> those."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def make_jobs(envs: list[str], algos: list[str], seeds: list[int], steps: int,
+              overrides: list[str]) -> list[Job]:  # fmt: skip
+    for algo in algos:
+        if algo not in ALGOS:
+            raise ValueError(f"--algos: unknown algorithm {algo!r}; use trpo and/or npg")
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set max_kl=0.02")
+        k, v = item.split("=", 1)
+        pairs.append((k.strip(), v.strip()))
+    ov = tuple(sorted(pairs))
+    # seeds outermost: the first seed of every task finishes before the second starts
+    return [Job(e, a, s, steps, ov) for s in seeds for a in algos for e in envs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from suite_report import render, summary
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run (env x algo x seed), skipping finished runs")
+    r.add_argument("--envs", default=",".join(TASKS))
+    r.add_argument("--algos", default="trpo,npg")
+    r.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,5")
+    r.add_argument("--steps", type=int, default=1_000_000)
+    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    r.add_argument("--jobs", type=int, default=2, help="trainings at once (at most 2 here)")
+    r.add_argument("--commit", action="store_true", help="git-commit the results after each run")
+    r.add_argument("--no-pause", action="store_true", help="ignore the pause file")
+    for p in (r, *(sub.add_parser(n, help=h) for n, h in
+                   (("summary", "print every group"), ("render", "write the table and plot")))):  # fmt: skip
+        p.add_argument("--results", type=Path, default=RESULTS)
+        p.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        jobs = make_jobs(args.envs.split(","), args.algos.split(","), parse_seeds(args.seeds),
+                         args.steps, args.set)  # fmt: skip
+        run_suite(jobs, args.results, args.out, args.jobs,
+                  None if args.no_pause else PAUSE_FILE, args.commit)  # fmt: skip
+    elif args.cmd == "summary":
+        print(summary(read_results(args.results)))
+    else:
+        render(read_results(args.results), ROOT / "src")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

@@ -1,0 +1,227 @@
+"""The suite's table and learning-curve grid, from ``bench/results/suite.jsonl``.
+
+``render`` writes ``docs/suite_results.md`` (the README's results section: natgrad's
+TRPO and NPG at the preset and step budget, mean ± std over seeds and each seed,
+beside the published figures with their sources) and ``docs/img/suite.png`` (one
+panel per task: the mean ± std over seeds of the training return against env steps).
+``summary`` lists every (env, algo, variant) group, presets and ``--set`` variants alike.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "suite_results.md"
+PLOT = ROOT / "docs" / "img" / "suite.png"
+
+# Published figures: (mean, std or None). Columns and their sources.
+COLUMNS = {
+    "sb3": "sb3-contrib docs (v3, 3 seeds)",
+    "ts_trpo": "Tianshou TRPO (10 seeds; max of test average)",
+    "ts_npg": "Tianshou NPG",
+    "baselines": "OpenAI baselines TRPO (6 seeds)",
+}
+SOURCES = {
+    "sb3": 'sb3-contrib documentation, TRPO "Results" (MuJoCo v3, 1M steps, 3 seeds, '
+    "rl-baselines3-zoo settings): https://sb3-contrib.readthedocs.io/en/master/modules/trpo.html",
+    "ts_trpo": "Tianshou examples/mujoco/README.md, TRPO table (1M steps, 10 seeds, the max over "
+    "training of the average test return): https://github.com/thu-ml/tianshou/tree/master/examples/mujoco",
+    "ts_npg": "Tianshou examples/mujoco/README.md, NPG table (as for TRPO)",
+    "baselines": "OpenAI baselines TRPO at 1M steps, 6 seeds, as quoted in Tianshou's "
+    'examples/mujoco/README.md (TRPO table, "baselines" row)',
+}
+REFERENCES: dict[str, dict[str, tuple[float, float | None]]] = {
+    "Ant-v5": {"sb3": (3554, 591), "ts_trpo": (2867, 708), "ts_npg": (2358, 518)},
+    "HalfCheetah-v5": {
+        "sb3": (1803, 46),
+        "ts_trpo": (4471, 805),
+        "ts_npg": (3485, 717),
+        "baselines": (1290, None),
+    },  # fmt: skip
+    "Hopper-v5": {
+        "sb3": (3372, 215),
+        "ts_trpo": (2046, 1038),
+        "ts_npg": (1915, 551),
+        "baselines": (1913, None),
+    },  # fmt: skip
+    "Walker2d-v5": {
+        "sb3": (4502, 234),
+        "ts_trpo": (3827, 783),
+        "ts_npg": (2503, 963),
+        "baselines": (2343, None),
+    },  # fmt: skip
+    "Swimmer-v5": {
+        "sb3": (359, 2),
+        "ts_trpo": (41, 20),
+        "ts_npg": (32, 8),
+        "baselines": (95, None),
+    },
+    "Humanoid-v5": {},
+    "Reacher-v5": {},
+    "InvertedPendulum-v5": {
+        "ts_trpo": (1000, None),
+        "ts_npg": (1000, None),
+        "baselines": (905, None),
+    },  # fmt: skip
+    "InvertedDoublePendulum-v5": {
+        "ts_trpo": (8435, 1073),
+        "ts_npg": (9243, 276),
+        "baselines": (6732, None),
+    },  # fmt: skip
+}
+# The returns whose first crossing by the training return is timed (time to return).
+TIME_TO = {"Hopper-v5": 3372.0, "HalfCheetah-v5": 1803.0}
+
+
+def first_reach_levels(env_id: str) -> dict[str, float]:
+    """The return levels whose first crossing a run of ``env_id`` records."""
+    levels = {k: float(v[0]) for k, v in REFERENCES.get(env_id, {}).items()}
+    if env_id in TIME_TO:
+        levels["time_to"] = TIME_TO[env_id]
+    return levels
+
+
+def targets(env_id: str) -> dict[str, float | None]:
+    """The targets: TRPO ≥ the best published column, NPG ≥ Tianshou NPG."""
+    refs = REFERENCES.get(env_id, {})
+    best = max((v[0] for v in refs.values()), default=None)
+    npg = refs.get("ts_npg", (None, None))[0]
+    return {"trpo": best, "npg": npg}
+
+
+# --- grouping ---------------------------------------------------------------------------
+def groups(lines: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs grouped by (env, algo, steps, overrides, preset digest); the last line per seed."""
+    out: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for line in lines:
+        ov = ",".join(f"{k}={v}" for k, v in sorted(line["overrides"].items()))
+        key = (line["env"], line["algo"], line["steps"], ov, line["preset_digest"])
+        out[key][line["seed"]] = line
+    return {k: [v[s] for s in sorted(v)] for k, v in out.items()}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def _stat(runs: list[dict[str, Any]]) -> tuple[float, float, list[float]]:
+    vals = [float(r["eval"]["mean"]) for r in runs]
+    return float(np.mean(vals)), float(np.std(vals)), vals
+
+
+def summary(lines: list[dict[str, Any]]) -> str:
+    """One line per group: env, algo, steps, variant, digest, mean ± std, seeds, minutes."""
+    rows = []
+    for (env, algo, steps, ov, dig), runs in sorted(groups(lines).items()):
+        m, s, vals = _stat(runs)
+        minutes = sum(r["wall_s"] for r in runs) / 60
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        rows.append(f"{env:26s} {algo:4s} {steps:>8d} {ov or 'preset':40s} {dig} "
+                    f"{_fmt(m):>8s} ± {_fmt(s):<7s} [{', '.join(_fmt(v) for v in vals)}] "
+                    f"seeds {seeds}  {minutes:.0f} min")  # fmt: skip
+    total = sum(r["wall_s"] for r in lines) / 3600
+    rows.append(f"{len(lines)} runs, {total:.1f} h of run time")
+    return "\n".join(rows)
+
+
+def preset_runs(lines: list[dict[str, Any]], src: Path, steps: int) -> dict[tuple, list]:
+    """The runs at today's preset (no overrides, same preset tables) and ``steps``."""
+    from suite import preset_digest
+
+    out: dict[tuple, list] = {}
+    for (env, algo, st, ov, dig), runs in groups(lines).items():
+        if st == steps and not ov and dig == preset_digest(src, env, algo):
+            out[(env, algo)] = runs
+    return out
+
+
+def render(lines: list[dict[str, Any]], src: Path, steps: int = 1_000_000,
+           doc: Path = DOC, plot: Path | None = PLOT) -> str:  # fmt: skip
+    """Write the results section (markdown) and the curve grid; returns the markdown."""
+    from suite import TASKS
+
+    chosen = preset_runs(lines, src, steps)
+    head = ["task", "natgrad TRPO", "per seed", "natgrad NPG", "per seed",
+            *[COLUMNS[c] for c in COLUMNS], "target met (TRPO / NPG)"]  # fmt: skip
+    md = [
+        f"### MuJoCo suite at {steps / 1e6:g}M steps",
+        "",
+        "natgrad's presets (`src/natgrad/presets/trpo.toml`), deterministic evaluation of "
+        "10 episodes at the end of training, mean ± std over seeds (seeds 0, 1, ...); "
+        "`python bench/suite.py run` then `python bench/suite.py render`. Published "
+        "figures beside ours (v3/v4 tasks; ours are v5).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for env in TASKS:
+        cells = [env.removesuffix("-v5")]
+        met = []
+        for algo in ("trpo", "npg"):
+            runs = chosen.get((env, algo))
+            if not runs:
+                cells += ["–", "–"]
+                met.append("–")
+                continue
+            m, s, vals = _stat(runs)
+            cells += [f"**{_fmt(m)} ± {_fmt(s)}** ({len(runs)})", ", ".join(_fmt(v) for v in vals)]
+            t = targets(env)[algo]
+            met.append("–" if t is None else ("yes" if m >= t else f"no ({_fmt(m - t)})"))
+        refs = REFERENCES.get(env, {})
+        for c in COLUMNS:
+            v = refs.get(c)
+            cells.append(
+                "–" if v is None else _fmt(v[0]) + ("" if v[1] is None else f" ± {_fmt(v[1])}")
+            )
+        cells.append(" / ".join(met))
+        md.append("| " + " | ".join(cells) + " |")
+    md += ["", "Sources:", ""] + [f"* {COLUMNS[c]}: {SOURCES[c]}" for c in COLUMNS]
+    md += ["", "![Learning curves of the suite](img/suite.png)", ""]
+    text = "\n".join(md)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text, encoding="utf-8")
+    if plot is not None:
+        plot_grid(chosen, plot)
+    return text
+
+
+def plot_grid(chosen: dict[tuple, list], path: Path) -> None:
+    """3×3 panels, one per task: mean ± std band of the training return per algorithm."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from suite import TASKS
+
+    fig = Figure(figsize=(12, 10))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 3)
+    for ax, env in zip(axes.flat, TASKS, strict=True):
+        for algo, colour in (("trpo", "C0"), ("npg", "C1")):
+            runs = chosen.get((env, algo))
+            if not runs:
+                continue
+            hi = min(max(r["curve"]["env_steps"]) for r in runs)
+            grid = np.linspace(0, hi, 100)
+            ys = []
+            for r in runs:
+                x = np.asarray(r["curve"]["env_steps"], float)
+                y = np.asarray([np.nan if v is None else v for v in r["curve"]["episode_return"]])
+                ok = np.isfinite(y)
+                ys.append(np.interp(grid, x[ok], y[ok]) if ok.any() else np.full_like(grid, np.nan))
+            mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+            ax.plot(grid, mean, color=colour, label=f"{algo.upper()} ({len(runs)} seeds)")
+            ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.25)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("training return (last 100 episodes)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
