@@ -194,7 +194,6 @@ def plot_grid(chosen: dict[tuple, list], path: Path) -> None:
     """3×3 panels, one per task: mean ± std band of the training return per algorithm."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
     from suite import TASKS
 
     fig = Figure(figsize=(12, 10))

@@ -4,5 +4,13 @@ from natgrad.distributions.base import Distribution
 from natgrad.distributions.bernoulli import Bernoulli
 from natgrad.distributions.categorical import Categorical, MultiCategorical
 from natgrad.distributions.gaussian import DiagGaussian
+from natgrad.distributions.sde import StateDependentGaussian
 
-__all__ = ["Bernoulli", "Categorical", "DiagGaussian", "Distribution", "MultiCategorical"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "DiagGaussian",
+    "Distribution",
+    "MultiCategorical",
+    "StateDependentGaussian",
+]
