@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "bench") not in sys.path:  # suite_report, also when loaded by path (tests)
+    sys.path.insert(0, str(ROOT / "bench"))
 RESULTS = ROOT / "bench" / "results" / "suite.jsonl"
 OUT = ROOT / "bench" / "out" / "suite"
 PAUSE_FILE = Path("/work/PAUSE_SUITE")
@@ -331,5 +333,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

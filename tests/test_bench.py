@@ -47,3 +47,40 @@ def test_learning_benches_run_in_a_tiny_setting(tmp_path):
     assert res[0]["env"] == "CartPole-v1" and 0 < res[0]["eval_mean"] <= 500
     ref = load("sb3_learning").run_seed("Pendulum-v1", seed=0, steps=256)
     assert -2000 < ref["eval_mean"] <= 0
+
+
+def test_suite_runs_resumes_and_renders_in_a_tiny_setting(tmp_path):
+    suite = load("suite")
+    results, out = tmp_path / "suite.jsonl", tmp_path / "out"
+    jobs = suite.make_jobs(["InvertedPendulum-v5"], ["trpo", "npg"], [0], 512, [])
+    jobs += suite.make_jobs(["InvertedPendulum-v5"], ["trpo"], [1], 512, ["max_kl=0.02"])
+    new = suite.run_suite(jobs, results, out, n_jobs=2, pause_file=None, poll=0.2)
+    assert len(new) == 3 and len(suite.read_results(results)) == 3
+    for line in new:
+        assert 0 < line["eval"]["mean"] <= 1000 and len(line["eval"]["returns"]) == 10
+        assert line["env_steps"] >= 512 and line["wall_s"] > 0 and line["steps_per_s"] > 0
+        assert line["curve"]["env_steps"][-1] == line["env_steps"] and line["commit"]
+        assert line["config"]["seed"] == line["seed"]
+    assert new[-1]["overrides"] == {"max_kl": "0.02"} and new[-1]["config"]["max_kl"] == 0.02
+    # a second call finds every run done and starts nothing
+    assert suite.run_suite(jobs, results, out, n_jobs=2, pause_file=None, poll=0.2) == []
+    report = load("suite_report")
+    doc, plot = tmp_path / "results.md", tmp_path / "suite.png"
+    text = report.render(
+        suite.read_results(results), suite.ROOT / "src", steps=512, doc=doc, plot=plot
+    )
+    assert "| InvertedPendulum |" in text and plot.stat().st_size > 0 and doc.read_text() == text
+    row = next(s for s in text.splitlines() if s.startswith("| InvertedPendulum |"))
+    assert (
+        row.count("(1)") == 2
+    )  # TRPO and NPG at the preset, one seed each; the variant is left out
+    assert "max_kl=0.02" in report.summary(suite.read_results(results))
+
+
+def test_suite_rejects_bad_job_specs():
+    suite = load("suite")
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        suite.make_jobs(["Hopper-v5"], ["ppo"], [0], 100, [])
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        suite.make_jobs(["Hopper-v5"], ["trpo"], [0], 100, ["max_kl"])
+    assert suite.parse_seeds("0-2,5") == [0, 1, 2, 5]
