@@ -84,3 +84,13 @@ def test_suite_rejects_bad_job_specs():
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         suite.make_jobs(["Hopper-v5"], ["trpo"], [0], 100, ["max_kl"])
     assert suite.parse_seeds("0-2,5") == [0, 1, 2, 5]
+
+
+def test_time_to_return_runs_both_arms_side_by_side(tmp_path):
+    suite = load("suite")  # puts bench/ on sys.path for the imports below
+    ttr = load("time_to_return")
+    src, commit = suite.pin_sources(suite.ROOT, tmp_path)
+    line = ttr.run_pair("InvertedPendulum-v5", 0, 2048, tmp_path, src, commit, level=3.0)
+    for arm in ("natgrad", "sb3"):
+        assert line[arm]["wall_s_to_level"] > 0 and line[arm]["env_steps_to_level"] <= 2048
+    assert line["ratio"] > 0 and line["suite_line"]["first_reach"]["time_to"]["level"] == 3.0
