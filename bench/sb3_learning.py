@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
+    parser.add_argument("--label", default="", help="ignored: names the run in the process list")
     parser.add_argument("--time-to", type=float, default=None, metavar="LEVEL",
                         help="record when the training return first reaches LEVEL")  # fmt: skip
     parser.add_argument("--steps", type=int, default=1_000_000)

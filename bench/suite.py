@@ -224,31 +224,108 @@ def commit_results(results: Path, message: str) -> None:
     print(f"suite: could not commit {results}: {done.stderr.strip()}", file=sys.stderr)
 
 
+def _cmdlines() -> dict[int, list[str]]:
+    """Every process's argv, read from /proc (empty where /proc is missing)."""
+    out: dict[int, list[str]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        out[int(d.name)] = [a.decode(errors="replace") for a in argv if a]
+    return out
+
+
+def trainings_in(scope: Path, cmdlines: dict[int, list[str]]) -> set[int]:
+    """Pids of the trainings (natgrad or sb3-contrib) whose arguments name a path in ``scope``."""
+    root = str(scope.resolve())
+    return {pid for pid, argv in cmdlines.items()
+            if any(a.startswith(root) for a in argv)
+            and any("natgrad.cli" in a or "sb3_learning" in a for a in argv)}  # fmt: skip
+
+
+def _start_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "suite_start.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs: int = 2,
               pause_file: Path | None = PAUSE_FILE, commit: bool = False,
-              python: str = sys.executable, repo: Path = ROOT, poll: float = 2.0) -> list[dict]:  # fmt: skip
-    """Run the jobs not yet in ``results``, ``n_jobs`` at a time; returns the new lines."""
+              python: str = sys.executable, repo: Path = ROOT, poll: float = 2.0,
+              scope: Path | None = None, queue: Path | None = None,
+              follow: bool = False) -> list[dict]:  # fmt: skip
+    """Run the jobs not yet in ``results``, ``n_jobs`` at a time; returns the new lines.
+
+    At most ``n_jobs`` trainings run under ``scope`` (default: ``out``'s parent), counting
+    those of other suites and of ``bench/time_to_return.py``.  A run found finished on disk
+    (its scheduler died) with the same preset tables is collected instead of rerun; one
+    still in flight under another scheduler is waited for.  With ``queue``, the jobs of
+    that file (:func:`read_queue`) are added as its lines appear; ``follow`` keeps waiting
+    for more when all are done.
+    """
     from suite_report import first_reach_levels
 
+    out = out.resolve()
+    scope = (scope or out.parent).resolve()
     src, rev = pin_sources(repo, out)
     done = {line_key(x) for x in read_results(results)}
     pending: list[tuple[Job, str]] = []
-    for job in jobs:
-        digest = preset_digest(src, job.env, job.algo)
-        if run_key(job, digest) not in done:
-            pending.append((job, digest))
+    known: set[Job] = set()
+
+    def add(more: list[Job]) -> None:
+        for job in more:
+            if job in known:
+                continue
+            known.add(job)
+            digest = preset_digest(src, job.env, job.algo)
+            if run_key(job, digest) not in done:
+                pending.append((job, digest))
+
+    add(jobs)
     print(f"suite: {len(jobs) - len(pending)} of {len(jobs)} runs done; code {rev}", flush=True)
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONUNBUFFERED": "1"}
     running: list[tuple[Job, str, Path, subprocess.Popen, float, Any]] = []
     new: list[dict] = []
-    while pending or running:
-        while pending and len(running) < n_jobs:
-            wait_while_paused(pause_file)
-            job, digest = pending.pop(0)
+
+    def record(job: Job, run_dir: Path, wall: float, commit_id: str, digest: str) -> None:
+        line = collect(job, run_dir, wall, commit_id, digest, first_reach_levels(job.env))
+        results.parent.mkdir(parents=True, exist_ok=True)
+        with open(results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        new.append(line)
+        print(f"suite: done {job.env} {job.algo} seed {job.seed} {job.tag}: "
+              f"{line['eval']['mean']:.1f} in {wall:.0f} s", flush=True)  # fmt: skip
+        if commit:
+            commit_results(results, f"suite: {job.env} {job.algo} seed {job.seed} {job.tag}")
+
+    while True:
+        if queue is not None:
+            add(read_queue(queue))
+        if not (pending or running or follow):
+            break
+        cmdlines = _cmdlines()
+        ours = {item[3].pid for item in running}
+        others = trainings_in(scope, cmdlines) - ours
+        for job, digest in list(pending):
             run_dir = out / "runs" / job.env / job.algo / job.tag / f"seed{job.seed}"
+            started = _start_record(run_dir)
+            if started.get("digest") == digest and (run_dir / "eval.json").exists():
+                pending.remove((job, digest))  # finished under a scheduler that died: collect
+                wall = (run_dir / "eval.json").stat().st_mtime - started["time"]
+                record(job, run_dir, wall, started.get("commit", "unknown"), digest)
+                continue
+            if any(str(run_dir) in argv for argv in cmdlines.values()):
+                continue  # in flight under another scheduler: look again later
+            if len(running) + len(others) >= n_jobs:
+                break
+            wait_while_paused(pause_file)
+            pending.remove((job, digest))
             shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again
             run_dir.mkdir(parents=True)
-            (run_dir / "suite_start.json").write_text(json.dumps({"time": time.time()}))
+            (run_dir / "suite_start.json").write_text(json.dumps(
+                {"time": time.time(), "digest": digest, "commit": rev}))  # fmt: skip
             log = open(run_dir.with_name(run_dir.name + ".log"), "w")
             proc = subprocess.Popen(command(job, run_dir, python), stdout=log,
                                     stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
@@ -265,15 +342,7 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
             if proc.returncode != 0 or not (run_dir / "eval.json").exists():
                 print(f"suite: FAILED {job} (exit {proc.returncode}); see {log.name}", flush=True)
                 continue
-            line = collect(job, run_dir, wall, rev, digest, first_reach_levels(job.env))
-            results.parent.mkdir(parents=True, exist_ok=True)
-            with open(results, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
-            new.append(line)
-            print(f"suite: done {job.env} {job.algo} seed {job.seed} {job.tag}: "
-                  f"{line['eval']['mean']:.1f} in {wall:.0f} s", flush=True)  # fmt: skip
-            if commit:
-                commit_results(results, f"suite: {job.env} {job.algo} seed {job.seed} {job.tag}")
+            record(job, run_dir, wall, rev, digest)
     return new
 
 
@@ -302,17 +371,44 @@ def make_jobs(envs: list[str], algos: list[str], seeds: list[int], steps: int,
     return [Job(e, a, s, steps, ov) for s in seeds for a in algos for e in envs]
 
 
+def _run_parser(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--envs", default=",".join(TASKS))
+    r.add_argument("--algos", default="trpo,npg")
+    r.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,5")
+    r.add_argument("--steps", type=int, default=1_000_000)
+    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+
+
+def read_queue(path: Path) -> list[Job]:
+    """The jobs of a queue file: one set of ``run`` arguments per line (``#`` comments)."""
+    import shlex
+
+    parser = argparse.ArgumentParser(prog=f"queue file {path}", add_help=False)
+    _run_parser(parser)
+    jobs: list[Job] = []
+    if not path.exists():
+        return jobs
+    for text in path.read_text(encoding="utf-8").splitlines():
+        text = text.split("#", 1)[0].strip()
+        if text:
+            a = parser.parse_args(shlex.split(text))
+            jobs += make_jobs(a.envs.split(","), a.algos.split(","), parse_seeds(a.seeds),
+                              a.steps, a.set)  # fmt: skip
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> None:
     from suite_report import render, summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run (env x algo x seed), skipping finished runs")
-    r.add_argument("--envs", default=",".join(TASKS))
-    r.add_argument("--algos", default="trpo,npg")
-    r.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,5")
-    r.add_argument("--steps", type=int, default=1_000_000)
-    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    _run_parser(r)
+    r.add_argument("--queue", type=Path, default=None,
+                   help="also run the jobs of this file (one set of these arguments a line), "
+                   "read again as it grows")  # fmt: skip
+    r.add_argument("--follow", action="store_true", help="with --queue: wait for more lines")
+    r.add_argument("--only-queue", action="store_true", help="no jobs but the queue's")
     r.add_argument("--jobs", type=int, default=2, help="trainings at once (at most 2 here)")
     r.add_argument("--commit", action="store_true", help="git-commit the results after each run")
     r.add_argument("--no-pause", action="store_true", help="ignore the pause file")
@@ -322,10 +418,12 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.cmd == "run":
-        jobs = make_jobs(args.envs.split(","), args.algos.split(","), parse_seeds(args.seeds),
-                         args.steps, args.set)  # fmt: skip
+        jobs = [] if args.only_queue else make_jobs(
+            args.envs.split(","), args.algos.split(","), parse_seeds(args.seeds), args.steps,
+            args.set)  # fmt: skip
         run_suite(jobs, args.results, args.out, args.jobs,
-                  None if args.no_pause else PAUSE_FILE, args.commit)  # fmt: skip
+                  None if args.no_pause else PAUSE_FILE, args.commit, queue=args.queue,
+                  follow=args.follow)  # fmt: skip
     elif args.cmd == "summary":
         print(summary(read_results(args.results)))
     else:

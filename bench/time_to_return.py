@@ -48,7 +48,8 @@ def run_pair(env_id: str, seed: int, steps: int, out: Path, src: Path, commit: s
                                 stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
         sb3_cmd = [python, str(suite.ROOT / "bench" / "sb3_learning.py"), "--env", env_id,
                    "--first-seed", str(seed), "--seeds", "1", "--jobs", "1",
-                   "--steps", str(steps), "--time-to", str(level)]  # fmt: skip
+                   "--steps", str(steps), "--time-to", str(level),
+                   "--label", str(run_dir)]  # fmt: skip
         theirs = subprocess.run(sb3_cmd, capture_output=True, text=True, env=env)
         ours.wait()
     wall = time.perf_counter() - t0
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=suite.OUT.with_name("time_to_return"))
     parser.add_argument("--commit", action="store_true", help="git-commit the results files")
     args = parser.parse_args()
+    args.out = args.out.resolve()
     src, commit = suite.pin_sources(suite.ROOT, args.out)
     done = {(x["env"], x["seed"], x["steps"]) for x in suite.read_results(args.results)}
     for seed in suite.parse_seeds(args.seeds):
@@ -87,6 +89,8 @@ def main() -> None:
             if (env_id, seed, args.steps) in done:
                 continue
             suite.wait_while_paused(suite.PAUSE_FILE)
+            while suite.trainings_in(args.out.resolve().parent, suite._cmdlines()):
+                time.sleep(10)  # the pair needs both cores: wait for the suite's runs to end
             line = run_pair(env_id, seed, args.steps, args.out, src, commit, TIME_TO[env_id])
             args.results.parent.mkdir(parents=True, exist_ok=True)
             with open(args.results, "a", encoding="utf-8") as f:

@@ -64,6 +64,18 @@ def test_suite_runs_resumes_and_renders_in_a_tiny_setting(tmp_path):
     assert new[-1]["overrides"] == {"max_kl": "0.02"} and new[-1]["config"]["max_kl"] == 0.02
     # a second call finds every run done and starts nothing
     assert suite.run_suite(jobs, results, out, n_jobs=2, pause_file=None, poll=0.2) == []
+    # runs finished on disk whose lines were lost (the scheduler died) are collected, not rerun
+    lines = results.read_text()
+    results.unlink()
+    queue = tmp_path / "queue.txt"
+    queue.write_text("--envs InvertedPendulum-v5 --algos trpo,npg --seeds 0 --steps 512\n"
+                     "# a comment\n--envs InvertedPendulum-v5 --algos trpo --seeds 1 --steps 512 "
+                     "--set max_kl=0.02\n")  # fmt: skip
+    assert len(suite.read_queue(queue)) == 3
+    adopted = suite.run_suite([], results, out, n_jobs=2, pause_file=None, poll=0.2, queue=queue)
+    assert sorted(x["eval"]["mean"] for x in adopted) == sorted(x["eval"]["mean"] for x in new)
+    assert all(x["commit"] == new[0]["commit"] for x in adopted)
+    results.write_text(lines)
     report = load("suite_report")
     doc, plot = tmp_path / "results.md", tmp_path / "suite.png"
     text = report.render(
