@@ -239,9 +239,18 @@ def _cmdlines() -> dict[int, list[str]]:
 def trainings_in(scope: Path, cmdlines: dict[int, list[str]]) -> set[int]:
     """Pids of the trainings (natgrad or sb3-contrib) whose arguments name a path in ``scope``."""
     root = str(scope.resolve())
-    return {pid for pid, argv in cmdlines.items()
-            if any(a.startswith(root) for a in argv)
-            and any("natgrad.cli" in a or "sb3_learning" in a for a in argv)}  # fmt: skip
+    found = {pid for pid, argv in cmdlines.items()
+             if any(a.startswith(root) for a in argv)
+             and any("natgrad.cli" in a or "sb3_learning" in a for a in argv)}  # fmt: skip
+    return {pid for pid in found if _parent(pid) not in found}  # not a training's helper
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _start_record(run_dir: Path) -> dict[str, Any]:
