@@ -101,20 +101,48 @@ def preset_digest(src: Path, env_id: str, algo: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def run_key(job: Job, digest: str) -> tuple:
-    return (job.env, job.algo, job.seed, job.steps, tuple(sorted(job.overrides)), digest)
+# Fields that change how a run executes, not what it computes (bit-identical results).
+EXEC_FIELDS = frozenset({"seed", "total_steps", "critic_worker", "checkpoint_every", "tensorboard",
+                         "threads", "vec", "workers", "ray_address"})  # fmt: skip
+_RESOLVE = """
+import json, sys
+from natgrad.rl.config import CONFIGS, parse_value
+from natgrad.rl.presets import preset_for
+env, algo, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cls = CONFIGS[algo]
+values = {k: parse_value(cls, k, v) for k, v in overrides.items()}
+print(json.dumps(cls.from_dict({**preset_for(env)[0], **values, "env_id": env}).to_dict()))
+"""
+_resolved: dict[tuple, dict[str, Any]] = {}
+
+
+def resolve_config(src: Path, env_id: str, algo: str, overrides: tuple = ()) -> dict[str, Any]:
+    """The config ``natgrad train`` builds from the preset and ``--set`` (the code in ``src``)."""
+    key = (str(src), env_id, algo, tuple(sorted(overrides)))
+    if key not in _resolved:
+        out = subprocess.run([sys.executable, "-c", _RESOLVE, env_id, algo,
+                              json.dumps(dict(overrides))], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(src)}, check=False)  # fmt: skip
+        if out.returncode != 0:
+            raise ValueError(f"{env_id} {algo} {dict(overrides)}: {out.stderr.strip()[-500:]}")
+        _resolved[key] = json.loads(out.stdout)
+    return _resolved[key]
+
+
+def settings_hash(config: dict[str, Any]) -> str:
+    """A short hash of what a run computes: its config less :data:`EXEC_FIELDS`."""
+    kept = {k: v for k, v in config.items() if k not in EXEC_FIELDS}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_key(job: Job, settings: str) -> tuple:
+    return (job.env, job.algo, job.seed, job.steps, settings)
 
 
 def line_key(line: dict[str, Any]) -> tuple:
-    overrides = tuple(sorted((k, v) for k, v in line["overrides"].items()))
-    return (
-        line["env"],
-        line["algo"],
-        line["seed"],
-        line["steps"],
-        overrides,
-        line["preset_digest"],
-    )
+    """A run's identity: env, algo, seed, steps and the settings it ran with, however they
+    were asked for (a preset or the same values by ``--set``)."""
+    return (line["env"], line["algo"], line["seed"], line["steps"], settings_hash(line["config"]))
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -186,6 +214,7 @@ def collect(job: Job, run_dir: Path, wall_s: float, commit: str, digest: str,
     return {
         "env": job.env, "algo": job.algo, "seed": job.seed, "steps": job.steps,
         "overrides": dict(job.overrides), "preset_digest": digest,
+        "settings": settings_hash(cfg.get("config", cfg)),
         "eval": {"mean": ev["mean"], "std": ev["std"], "returns": ev["returns"]},
         "final_train_return": None if not np.isfinite(ret[-1]) else float(ret[-1]),
         "env_steps": int(steps[-1]),
@@ -282,14 +311,17 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
     done = {line_key(x) for x in read_results(results)}
     pending: list[tuple[Job, str]] = []
     known: set[Job] = set()
+    queued: set[tuple] = set()
 
     def add(more: list[Job]) -> None:
         for job in more:
             if job in known:
                 continue
             known.add(job)
-            digest = preset_digest(src, job.env, job.algo)
-            if run_key(job, digest) not in done:
+            digest = settings_hash(resolve_config(src, job.env, job.algo, job.overrides))
+            key = run_key(job, digest)
+            if key not in done and key not in queued:  # the same settings asked for twice
+                queued.add(key)
                 pending.append((job, digest))
 
     add(jobs)
@@ -299,7 +331,15 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
     new: list[dict] = []
 
     def record(job: Job, run_dir: Path, wall: float, commit_id: str, digest: str) -> None:
-        line = collect(job, run_dir, wall, commit_id, digest, first_reach_levels(job.env))
+        line = collect(
+            job,
+            run_dir,
+            wall,
+            commit_id,
+            preset_digest(src, job.env, job.algo),
+            first_reach_levels(job.env),
+        )
+        done.add(line_key(line))
         results.parent.mkdir(parents=True, exist_ok=True)
         with open(results, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
@@ -320,7 +360,7 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
         for job, digest in list(pending):
             run_dir = out / "runs" / job.env / job.algo / job.tag / f"seed{job.seed}"
             started = _start_record(run_dir)
-            if started.get("digest") == digest and (run_dir / "eval.json").exists():
+            if started.get("settings") == digest and (run_dir / "eval.json").exists():
                 pending.remove((job, digest))  # finished under a scheduler that died: collect
                 wall = (run_dir / "eval.json").stat().st_mtime - started["time"]
                 record(job, run_dir, wall, started.get("commit", "unknown"), digest)
@@ -334,7 +374,7 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
             shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again
             run_dir.mkdir(parents=True)
             (run_dir / "suite_start.json").write_text(json.dumps(
-                {"time": time.time(), "digest": digest, "commit": rev}))  # fmt: skip
+                {"time": time.time(), "settings": digest, "commit": rev}))  # fmt: skip
             log = open(run_dir.with_name(run_dir.name + ".log"), "w")
             proc = subprocess.Popen(command(job, run_dir, python), stdout=log,
                                     stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip

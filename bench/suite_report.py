@@ -96,13 +96,19 @@ def targets(env_id: str) -> dict[str, float | None]:
 
 # --- grouping ---------------------------------------------------------------------------
 def groups(lines: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Runs grouped by (env, algo, steps, overrides, preset digest); the last line per seed."""
+    """Runs grouped by (env, algo, steps, settings); the last line per seed."""
+    from suite import settings_hash
+
     out: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
     for line in lines:
-        ov = ",".join(f"{k}={v}" for k, v in sorted(line["overrides"].items()))
-        key = (line["env"], line["algo"], line["steps"], ov, line["preset_digest"])
+        key = (line["env"], line["algo"], line["steps"], settings_hash(line["config"]))
         out[key][line["seed"]] = line
     return {k: [v[s] for s in sorted(v)] for k, v in out.items()}
+
+
+def _label(runs: list[dict[str, Any]]) -> str:
+    ov = runs[0]["overrides"]
+    return ",".join(f"{k}={v}" for k, v in sorted(ov.items())) or "preset"
 
 
 def _fmt(x: float) -> str:
@@ -115,13 +121,14 @@ def _stat(runs: list[dict[str, Any]]) -> tuple[float, float, list[float]]:
 
 
 def summary(lines: list[dict[str, Any]]) -> str:
-    """One line per group: env, algo, steps, variant, digest, mean ± std, seeds, minutes."""
+    """One line per group: env, algo, steps, variant, settings, mean ± std, seeds, minutes."""
     rows = []
-    for (env, algo, steps, ov, dig), runs in sorted(groups(lines).items()):
+    for (env, algo, steps, dig), runs in sorted(groups(lines).items()):
         m, s, vals = _stat(runs)
+        ov = _label(runs)
         minutes = sum(r["wall_s"] for r in runs) / 60
         seeds = ",".join(str(r["seed"]) for r in runs)
-        rows.append(f"{env:26s} {algo:4s} {steps:>8d} {ov or 'preset':40s} {dig} "
+        rows.append(f"{env:26s} {algo:4s} {steps:>8d} {ov:40s} {dig} "
                     f"{_fmt(m):>8s} ± {_fmt(s):<7s} [{', '.join(_fmt(v) for v in vals)}] "
                     f"seeds {seeds}  {minutes:.0f} min")  # fmt: skip
     total = sum(r["wall_s"] for r in lines) / 3600
@@ -130,12 +137,12 @@ def summary(lines: list[dict[str, Any]]) -> str:
 
 
 def preset_runs(lines: list[dict[str, Any]], src: Path, steps: int) -> dict[tuple, list]:
-    """The runs at today's preset (no overrides, same preset tables) and ``steps``."""
-    from suite import preset_digest
+    """The runs with the settings of today's preset (asked for by preset or by ``--set``)."""
+    from suite import resolve_config, settings_hash
 
     out: dict[tuple, list] = {}
-    for (env, algo, st, ov, dig), runs in groups(lines).items():
-        if st == steps and not ov and dig == preset_digest(src, env, algo):
+    for (env, algo, st, dig), runs in groups(lines).items():
+        if st == steps and dig == settings_hash(resolve_config(src, env, algo)):
             out[(env, algo)] = runs
     return out
 
