@@ -29,49 +29,50 @@ COLUMNS = {
 SOURCES = {
     "sb3": 'sb3-contrib documentation, TRPO "Results" (MuJoCo v3, 1M steps, 3 seeds, '
     "rl-baselines3-zoo settings): https://sb3-contrib.readthedocs.io/en/master/modules/trpo.html",
-    "ts_trpo": "Tianshou examples/mujoco/README.md, TRPO table (1M steps, 10 seeds, the max over "
-    "training of the average test return): https://github.com/thu-ml/tianshou/tree/master/examples/mujoco",
+    "ts_trpo": "Tianshou examples/mujoco/README.md, TRPO table (v3 tasks, v2 for Reacher and "
+    "the pendulums; 1M steps, 10 seeds, the max over training of the average test return): "
+    "https://github.com/thu-ml/tianshou/tree/master/examples/mujoco",
     "ts_npg": "Tianshou examples/mujoco/README.md, NPG table (as for TRPO)",
-    "baselines": "OpenAI baselines TRPO at 1M steps, 6 seeds, as quoted in Tianshou's "
-    'examples/mujoco/README.md (TRPO table, "baselines" row)',
+    "baselines": "OpenAI baselines benchmarks_mujoco1M.htm, trpo_mpi row (MuJoCo 1M, average "
+    "of 6 seeds): https://github.com/openai/baselines/blob/master/benchmarks_mujoco1M.htm",
 }
 REFERENCES: dict[str, dict[str, tuple[float, float | None]]] = {
-    "Ant-v5": {"sb3": (3554, 591), "ts_trpo": (2867, 708), "ts_npg": (2358, 518)},
+    "Ant-v5": {"sb3": (3554, 591), "ts_trpo": (2866.7, 707.9), "ts_npg": (2358.0, 517.5)},
     "HalfCheetah-v5": {
         "sb3": (1803, 46),
-        "ts_trpo": (4471, 805),
-        "ts_npg": (3485, 717),
-        "baselines": (1290, None),
+        "ts_trpo": (4471.2, 804.9),
+        "ts_npg": (3485.2, 716.6),
+        "baselines": (1289.7, None),
     },  # fmt: skip
     "Hopper-v5": {
         "sb3": (3372, 215),
-        "ts_trpo": (2046, 1038),
-        "ts_npg": (1915, 551),
-        "baselines": (1913, None),
+        "ts_trpo": (2046.0, 1037.9),
+        "ts_npg": (1915.2, 550.5),
+        "baselines": (1912.9, None),
     },  # fmt: skip
     "Walker2d-v5": {
         "sb3": (4502, 234),
-        "ts_trpo": (3827, 783),
-        "ts_npg": (2503, 963),
-        "baselines": (2343, None),
+        "ts_trpo": (3826.7, 782.7),
+        "ts_npg": (2503.2, 963.3),
+        "baselines": (2342.63, None),
     },  # fmt: skip
     "Swimmer-v5": {
         "sb3": (359, 2),
-        "ts_trpo": (41, 20),
-        "ts_npg": (32, 8),
-        "baselines": (95, None),
-    },
-    "Humanoid-v5": {},
-    "Reacher-v5": {},
+        "ts_trpo": (40.9, 19.6),
+        "ts_npg": (31.5, 8.0),
+        "baselines": (94.96, None),
+    },  # fmt: skip
+    "Humanoid-v5": {"ts_trpo": (810.1, 126.1), "ts_npg": (765.1, 91.3)},
+    "Reacher-v5": {"ts_trpo": (-5.1, 0.8), "ts_npg": (-4.5, 0.5), "baselines": (-4.82, None)},
     "InvertedPendulum-v5": {
-        "ts_trpo": (1000, None),
-        "ts_npg": (1000, None),
-        "baselines": (905, None),
+        "ts_trpo": (1000.0, 0.0),
+        "ts_npg": (1000.0, 0.0),
+        "baselines": (905.1, None),
     },  # fmt: skip
     "InvertedDoublePendulum-v5": {
-        "ts_trpo": (8435, 1073),
-        "ts_npg": (9243, 276),
-        "baselines": (6732, None),
+        "ts_trpo": (8435.2, 1073.3),
+        "ts_npg": (9243.2, 276.0),
+        "baselines": (6731.63, None),
     },  # fmt: skip
 }
 # The returns whose first crossing by the training return is timed (time to return).
@@ -111,8 +112,15 @@ def _label(runs: list[dict[str, Any]]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(ov.items())) or "preset"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+def _fmt(x: float, like: float | None = None) -> str:
+    """Whole numbers from 100 up (judged by ``like``, e.g. the mean beside a std), 0.1s from
+    10, else 0.01s."""
+    size = abs(x if like is None else like)
+    return f"{x:,.0f}" if size >= 100 else f"{x:,.1f}" if size >= 10 else f"{x:,.2f}"
+
+
+def _pm(m: float, s: float | None) -> str:
+    return _fmt(m) + ("" if s is None else f" ± {_fmt(s, m)}")
 
 
 def _stat(runs: list[dict[str, Any]]) -> tuple[float, float, list[float]]:
@@ -176,15 +184,13 @@ def render(lines: list[dict[str, Any]], src: Path, steps: int = 1_000_000,
                 met.append("–")
                 continue
             m, s, vals = _stat(runs)
-            cells += [f"**{_fmt(m)} ± {_fmt(s)}** ({len(runs)})", ", ".join(_fmt(v) for v in vals)]
+            cells += [f"**{_pm(m, s)}** ({len(runs)})", ", ".join(_fmt(v, m) for v in vals)]
             t = targets(env)[algo]
-            met.append("–" if t is None else ("yes" if m >= t else f"no ({_fmt(m - t)})"))
+            met.append("–" if t is None else ("yes" if m >= t else f"no ({_fmt(m - t, t)})"))
         refs = REFERENCES.get(env, {})
         for c in COLUMNS:
             v = refs.get(c)
-            cells.append(
-                "–" if v is None else _fmt(v[0]) + ("" if v[1] is None else f" ± {_fmt(v[1])}")
-            )
+            cells.append("–" if v is None else _pm(*v))
         cells.append(" / ".join(met))
         md.append("| " + " | ".join(cells) + " |")
     md += ["", "Sources:", ""] + [f"* {COLUMNS[c]}: {SOURCES[c]}" for c in COLUMNS]
