@@ -300,7 +300,8 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
     those of other suites and of ``bench/time_to_return.py``.  A run found finished on disk
     (its scheduler died) with the same preset tables is collected instead of rerun; one
     still in flight under another scheduler is waited for.  With ``queue``, the jobs of
-    that file (:func:`read_queue`) are added as its lines appear; ``follow`` keeps waiting
+    that file (:func:`read_queue`) are added as its lines appear (and dropped, if not yet
+    started, as they go); ``follow`` keeps waiting
     for more when all are done.
     """
     from suite_report import first_reach_levels
@@ -350,8 +351,14 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
             commit_results(results, f"suite: {job.env} {job.algo} seed {job.seed} {job.tag}")
 
     while True:
-        if queue is not None:
-            add(read_queue(queue))
+        if queue is not None:  # lines added are queued, lines removed are dropped
+            listed = read_queue(queue)
+            keep = set(listed) | set(jobs)
+            for item in [p for p in pending if p[0] not in keep]:
+                pending.remove(item)
+                known.discard(item[0])
+                queued.discard(run_key(*item))
+            add(listed)
         if not (pending or running or follow):
             break
         cmdlines = _cmdlines()
