@@ -26,28 +26,27 @@ import numpy as np
 
 
 def run_one(env_id: str, seed: int, steps: int | None, out: str, overrides: dict[str, Any]) -> dict:
-    """Train one seed with the env's preset; returns its evaluation."""
-    from natgrad.rl import session
-    from natgrad.rl.config import TRPOConfig
-    from natgrad.rl.presets import preset_for
+    """Train one seed with the env's preset (``natgrad train``); returns its evaluation."""
+    import contextlib
 
-    values, source = preset_for(env_id)
-    cfg = TRPOConfig.from_dict({**values, "env_id": env_id, "seed": seed, **overrides})
-    if steps is not None:
-        cfg = cfg.replace(total_steps=steps)
+    from natgrad.cli import main as cli
+
     run_dir = Path(out) / env_id / f"seed{seed}"
-    if (run_dir / "eval.json").exists():  # finished earlier: reuse
-        ev = json.loads((run_dir / "eval.json").read_text())
-        return {"seed": seed, "eval_mean": ev["mean"], "run_dir": str(run_dir)}
-    if run_dir.exists():
-        agent, logger = session.resume(run_dir)
-    else:
-        agent, logger = session.start(cfg, run_dir, preset_source=source)
-    with open(run_dir / "stdout.txt", "a") as log:
-        result = session.train(agent, logger, run_dir, progress=False, out=log)
-    agent.close()
-    returns = result.eval_returns
-    return {"seed": seed, "eval_mean": float(np.mean(returns)), "run_dir": str(run_dir)}
+    if not (run_dir / "eval.json").exists():  # else finished earlier: reuse
+        args = ["train", "--no-progress"]
+        if (run_dir / "checkpoint.pt").exists():
+            args += ["--resume", str(run_dir)]
+        else:
+            args += [env_id, "--run-dir", str(run_dir), "--seed", str(seed)]
+            args += [f"--set={k}={v}" for k, v in overrides.items()]
+        if steps is not None:
+            args += ["--steps", str(steps)]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir.parent / f"seed{seed}.log", "a") as log, contextlib.redirect_stdout(log):
+            if cli(args) != 0:
+                raise RuntimeError(f"{env_id} seed {seed} failed: see {log.name}")
+    ev = json.loads((run_dir / "eval.json").read_text())
+    return {"seed": seed, "eval_mean": ev["mean"], "run_dir": str(run_dir)}
 
 
 def run(envs: list[str], seeds: int, steps: int | None, out: str, jobs: int = 2,
@@ -86,9 +85,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
-    from natgrad.rl.config import TRPOConfig, parse_value
-
-    overrides = {k: parse_value(TRPOConfig, k, v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(s.split("=", 1) for s in args.set)
     run(
         args.envs.split(","),
         args.seeds,

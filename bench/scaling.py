@@ -5,7 +5,7 @@ Two envs, 8 envs in total for every backend, collection only (an untrained 64-64
 ``ActorCritic`` sampler, so actions are nearly random):
 
 * ``latency``: CartPole-v1 behind a wrapper that sleeps 1 ms per step
-  (:class:`~natgrad.rl.ray_testing.LatencyWrapper`), a stand-in for a remote simulator.
+  (:class:`~tests.rl.ray_faults.LatencyWrapper`), a stand-in for a remote simulator.
   Sleeping workers need no CPU, so throughput should grow linearly with the workers
   even on a 2-core machine; ``scaling_efficiency[k]`` is ``rate(ray k) / (k * rate(ray 1))``
   (target: >= 0.8 up to 8 workers).
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from natgrad.rl.policies import ActorCritic
-from natgrad.rl.ray_testing import InjectedEnvFactory
 from natgrad.rl.rollout import LocalCollector
+from tests.rl.ray_faults import InjectedEnvFactory
 
 N_ENVS = 8
 LATENCY = 0.001
@@ -54,7 +54,7 @@ def _rate(collector: Any, n_steps: int, repeats: int) -> float:
 
 
 def _measure(env: Any, n_steps: int, repeats: int, workers: tuple[int, ...]) -> dict[str, Any]:
-    from natgrad.rl.ray_backend import RayCollector
+    from natgrad.rl.rollout.ray import RayCollector
 
     rates = {
         "sync": _rate(LocalCollector(env, N_ENVS, 0, vec="sync"), n_steps, repeats),
@@ -77,7 +77,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Measure both envs; ``quick`` uses few steps and 1-2 workers (for tests)."""
     import ray
 
-    from natgrad.rl.ray_worker import cpu_count
+    from natgrad.rl.rollout.ray_worker import cpu_count
 
     started = not ray.is_initialized()
     if started:

@@ -1,5 +1,12 @@
 """Benchmark: natgrad's TRPO against sb3-contrib's TRPO, alternately, in one session.
 
+Two fair pairings, each at equal cores:
+
+* **one core**: natgrad in one process (no critic helper), one torch thread, against
+  sb3-contrib with one torch thread;
+* **two cores**: natgrad with its critic helper process (the critic's fit on the second
+  core while the policy step runs), against sb3-contrib with two torch threads.
+
 Both run the same settings: 64×64 tanh actor and critic, ``n_steps`` 2048 (sb3's
 meaning: steps per env per iteration, so 8 envs collect 16,384 transitions per
 iteration; ``--fixed-batch`` keeps 2,048 transitions per iteration instead, with
@@ -31,8 +38,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from natgrad.rl.agent import TRPO
-from natgrad.rl.config import TRPOConfig
+from natgrad.rl import TRPO
 
 SHARED = dict(batch_size=128, n_critic_updates=10, cg_iters=15, cg_damping=0.1, max_kl=0.01,
               gamma=0.99, gae_lambda=0.95, critic_lr=1e-3)  # fmt: skip
@@ -59,26 +65,29 @@ def raw_env_rate(env_id: str, steps: int = 20_000, seed: int = 0, repeats: int =
 
 
 def run_natgrad(env_id: str, n_envs: int, n_steps: int, iterations: int, vec: str,
-                seed: int) -> dict[str, Any]:  # fmt: skip
-    cfg = TRPOConfig(env_id=env_id, n_envs=n_envs, n_steps=n_steps, vec=vec, seed=seed,
-                     total_steps=n_steps * n_envs * iterations, tensorboard=False, threads=1,
-                     **SHARED)  # fmt: skip
-    agent = TRPO(config=cfg)
+                seed: int, helper: bool = False) -> dict[str, Any]:  # fmt: skip
+    """``helper``: the critic's fit in a helper process (a second core)."""
+    agent = TRPO(env_id, n_envs=n_envs, n_steps=n_steps, vec=vec, seed=seed, threads=1,
+                 critic_worker=helper, use_preset=False, **SHARED)  # fmt: skip
     metrics: list[dict[str, float]] = []
     t = time.perf_counter()
-    agent.learn(callback=lambda ag, m: metrics.append(m))
+    agent.learn(
+        n_steps * n_envs * iterations, callback=lambda loc, _: metrics.append(loc["metrics"])
+    )
     wall = time.perf_counter() - t
     ev = agent.evaluate(5)
     agent.close()
     return {
-        "steps_per_s": agent.env_steps / wall,
+        "steps_per_s": agent.num_timesteps / wall,
         "update_s": statistics.median(m["update_seconds"] for m in metrics),
         "rollout_s": statistics.median(m["rollout_seconds"] for m in metrics),
         "eval_return": float(np.mean(ev)),
     }
 
 
-def run_sb3(env_id: str, n_envs: int, n_steps: int, iterations: int, seed: int) -> dict[str, Any]:
+def run_sb3(env_id: str, n_envs: int, n_steps: int, iterations: int, seed: int,
+            threads: int = 1) -> dict[str, Any]:  # fmt: skip
+    """sb3-contrib's TRPO with ``threads`` torch threads."""
     from sb3_contrib import TRPO as SB3TRPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -97,9 +106,13 @@ def run_sb3(env_id: str, n_envs: int, n_steps: int, iterations: int, seed: int) 
         updates.append(time.perf_counter() - t0)
 
     model.train = timed_train  # type: ignore[method-assign]
-    t = time.perf_counter()
-    model.learn(n_steps * n_envs * iterations)
-    wall = time.perf_counter() - t
+    torch.set_num_threads(threads)
+    try:
+        t = time.perf_counter()
+        model.learn(n_steps * n_envs * iterations)
+        wall = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(1)
     eval_env = gym.make(env_id)
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=5, deterministic=True)
     eval_env.close()
@@ -113,30 +126,35 @@ def run_sb3(env_id: str, n_envs: int, n_steps: int, iterations: int, seed: int) 
 
 def compare(env_id: str, n_envs: int, iterations: int, repeats: int,
             n_steps: int = BATCH) -> dict[str, Any]:  # fmt: skip
-    """Alternate sb3 and natgrad ``repeats`` times; medians of each figure."""
-    vecs = ["sync"] if n_envs == 1 else ["sync", "async"]
-    runs: dict[str, list[dict[str, Any]]] = {"sb3": [], **{f"natgrad_{v}": [] for v in vecs}}
-    for r in range(repeats):
-        runs["sb3"].append(run_sb3(env_id, n_envs, n_steps, iterations, seed=r))
-        for v in vecs:
-            runs[f"natgrad_{v}"].append(run_natgrad(env_id, n_envs, n_steps, iterations, v, r))
-    med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
-    best = max((k for k in med if k.startswith("natgrad")), key=lambda k: med[k]["steps_per_s"])
-    raw = raw_env_rate(env_id)
-    return {
-        "env": env_id,
-        "n_envs": n_envs,
-        "n_steps": n_steps,
-        "batch": n_steps * n_envs,
-        "iterations": iterations,
-        "repeats": repeats,
-        "raw_env_steps_per_s": raw,
-        **med,
-        "natgrad_best": best,
-        "speedup_steps_per_s": med[best]["steps_per_s"] / med["sb3"]["steps_per_s"],
-        "update_time_ratio": med[best]["update_s"] / med["sb3"]["update_s"],
-        "fraction_of_raw_rate": med[best]["steps_per_s"] / raw,
+    """Alternate the four arms ``repeats`` times; medians of each figure.
+
+    ``sb3_1`` / ``natgrad_1core``: one core each; ``sb3_2`` (two torch threads) /
+    ``natgrad_2core`` (critic helper process): two cores each.
+    """
+    arms: dict[str, Any] = {
+        "sb3_1": lambda r: run_sb3(env_id, n_envs, n_steps, iterations, r, threads=1),
+        "natgrad_1core": lambda r: run_natgrad(env_id, n_envs, n_steps, iterations, "sync", r),
+        "sb3_2": lambda r: run_sb3(env_id, n_envs, n_steps, iterations, r, threads=2),
+        "natgrad_2core": lambda r: run_natgrad(
+            env_id, n_envs, n_steps, iterations, "sync", r, helper=True
+        ),
     }
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in arms}
+    for r in range(repeats):
+        for name, arm in arms.items():
+            runs[name].append(arm(r))
+    med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
+    raw = raw_env_rate(env_id)
+    out: dict[str, Any] = {
+        "env": env_id, "n_envs": n_envs, "n_steps": n_steps, "batch": n_steps * n_envs,
+        "iterations": iterations, "repeats": repeats, "raw_env_steps_per_s": raw, **med,
+    }  # fmt: skip
+    for cores, (ours, ref) in {"1core": ("natgrad_1core", "sb3_1"),
+                               "2core": ("natgrad_2core", "sb3_2")}.items():  # fmt: skip
+        out[f"speedup_{cores}"] = med[ours]["steps_per_s"] / med[ref]["steps_per_s"]
+        out[f"update_time_ratio_{cores}"] = med[ours]["update_s"] / med[ref]["update_s"]
+        out[f"fraction_of_raw_rate_{cores}"] = med[ours]["steps_per_s"] / raw
+    return out
 
 
 def run(quick: bool = False, envs: list[str] | None = None, n_envs: list[int] | None = None,
@@ -175,8 +193,9 @@ def main() -> None:
                   args.iterations, args.repeats, args.fixed_batch)  # fmt: skip
     summary = [
         {k: (round(r[k], 3) if isinstance(r[k], float) else r[k])
-         for k in ("env", "n_envs", "batch", "speedup_steps_per_s", "update_time_ratio",
-                  "fraction_of_raw_rate")}
+         for k in ("env", "n_envs", "batch", "speedup_1core", "update_time_ratio_1core",
+                   "fraction_of_raw_rate_1core", "speedup_2core", "update_time_ratio_2core",
+                   "fraction_of_raw_rate_2core")}
         for r in results
     ]  # fmt: skip
     print(json.dumps({"summary": summary}))

@@ -16,9 +16,12 @@ from natgrad.rl import TRPO
 
 def main(steps: int = 100_000, env_id: str = "Pendulum-v1") -> float:
     agent = TRPO(env_id)  # the env's preset (see natgrad/presets/trpo.toml)
-    print(f"{env_id}: {agent.config.n_envs} envs × {agent.config.n_steps} steps per iteration")
+    print(
+        f"{env_id}: {agent.rollout_config.n_envs} envs × {agent.config.n_steps} steps per iteration"
+    )
 
-    def report(agent: TRPO, m: dict[str, float]) -> None:
+    def report(locals_: dict, globals_: dict) -> None:  # SB3's function-callback signature
+        m = locals_["metrics"]
         if agent.iteration % 10 == 0:
             print(
                 f"iter {agent.iteration:3d}  steps {int(m['env_steps']):6d}  "
@@ -32,8 +35,10 @@ def main(steps: int = 100_000, env_id: str = "Pendulum-v1") -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = agent.save(Path(tmp) / "agent.pt")
         again = TRPO.load(path)
-        obs = np.zeros(again.collector.observation_space.shape, dtype=np.float32)
-        assert np.array_equal(again.predict(obs), agent.predict(obs))
+        obs = np.zeros(again.observation_space.shape, dtype=np.float32)
+        assert np.array_equal(
+            again.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0]
+        )
         again.close()
     agent.close()
     return float(np.mean(returns))

@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 
 from natgrad import DiagGaussian, fisher_matrix
 from natgrad.cli import main
-from natgrad.demo import (
+from natgrad.cli.demo.maths import (
     DEFAULT_SIGMAS,
     analytic_fisher,
-    check_png_path,
     fit_paths,
     gaussian_fisher,
     gaussian_model,
     gaussian_shift,
 )
+from natgrad.cli.demo.plots import check_png_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

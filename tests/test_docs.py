@@ -36,7 +36,14 @@ DOCTEST_MODULES = [
     "natgrad.utils.checkpoint",
     "natgrad.fisher.base",
     "natgrad.fisher.ggn",
-    "natgrad.demo",
+    "natgrad.cli.demo.maths",
+    "natgrad.mlp",
+    "natgrad.rl",
+    "natgrad.rl.algos.trpo",
+    "natgrad.rl.config.algo",
+    "natgrad.rl.config.policy",
+    "natgrad.rl.config.rollout",
+    "natgrad.rl.config.run",
 ]
 """Modules whose ``>>>`` examples are run by doctest."""
 

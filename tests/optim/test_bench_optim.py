@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,7 @@ def _load():
 def test_quick_benchmark_reports_every_figure(tmp_path):
     pytest.importorskip("sklearn")
     bench = _load()
-    start = time.perf_counter()
     out = bench.run(quick=True, plot=str(tmp_path / "curves.png"))
-    assert time.perf_counter() - start < 20
     json.dumps(out)  # one JSON line
     assert set(out["results"]) == {"ngd_ggn", "kfac", "adam", "sgd"}
     for figures in out["results"].values():

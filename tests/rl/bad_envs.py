@@ -45,15 +45,32 @@ class RaisingEnv(NaNEnv):
         return super().step(action)
 
 
+class HangingEnv(NaNEnv):
+    """``step`` never returns (sleeps an hour) from step ``nan_at`` of its life on."""
+
+    def step(self, action):
+        if self.life + 1 >= self.nan_at:
+            import time
+
+            time.sleep(3600)
+        return super().step(action)
+
+
 class DictActionEnv(NaNEnv):
     action_space = spaces.Dict({"a": spaces.Discrete(2)})
 
 
-for name, cls in [("NaN", NaNEnv), ("Raising", RaisingEnv), ("DictAction", DictActionEnv)]:
+for name, cls in [
+    ("NaN", NaNEnv),
+    ("Raising", RaisingEnv),
+    ("Hanging", HangingEnv),
+    ("DictAction", DictActionEnv),
+]:
     env_id = f"Natgrad{name}-v0"
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=cls)
 
 NAN_ENV = f"{__name__}:NatgradNaN-v0"
 RAISING_ENV = f"{__name__}:NatgradRaising-v0"
+HANGING_ENV = f"{__name__}:NatgradHanging-v0"
 DICT_ACTION_ENV = f"{__name__}:NatgradDictAction-v0"

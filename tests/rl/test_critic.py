@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from natgrad.rl.critic import MLPCriticTrainer, fit_critic_autograd, supports_fast_path
+from natgrad.rl.algos.critic import MLPCriticTrainer, fit_critic_autograd, supports_fast_path
 from natgrad.rl.policies import Tanh, mlp
 
 

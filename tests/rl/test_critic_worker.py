@@ -7,9 +7,9 @@ import signal
 import pytest
 import torch
 
-from natgrad.rl import TRPO, TRPOConfig
-from natgrad.rl.critic import MLPCriticTrainer
-from natgrad.rl.critic_worker import CriticWorker, fork_available
+from natgrad.rl import TRPO
+from natgrad.rl.algos.critic import MLPCriticTrainer
+from natgrad.rl.algos.critic_worker import CriticWorker, fork_available
 from natgrad.rl.policies import mlp
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="the helper needs fork (Linux)")
@@ -77,9 +77,8 @@ def test_a_helper_that_dies_during_a_fit_is_a_clear_error():
 
 
 def test_after_a_helper_died_mid_fit_the_worker_and_the_agent_refuse_to_go_on(tmp_path):
-    agent = TRPO(config=TRPOConfig(env_id="CartPole-v1", n_envs=1, n_steps=64,
-                                    tensorboard=False))  # fmt: skip
-    worker = agent.critic_worker
+    agent = TRPO("CartPole-v1", n_steps=64, critic_worker=True, use_preset=False)
+    worker = agent.critic_fitter.worker
     worker.poll_interval = 0.05
     worker.start()
     assert worker.is_ready(wait=30)
@@ -165,17 +164,16 @@ def test_the_helper_exits_when_the_learner_goes_away():
 
 
 def _train(critic_worker: bool, iterations: int = 3):
-    cfg = TRPOConfig(env_id="Pendulum-v1", n_envs=2, n_steps=128, seed=3,
-                     total_steps=256 * iterations, normalize_obs=True, normalize_reward=True,
-                     critic_worker=critic_worker, tensorboard=False)  # fmt: skip
-    agent = TRPO(config=cfg)
+    agent = TRPO("Pendulum-v1", n_envs=2, n_steps=128, seed=3, normalize_obs=True,
+                 normalize_reward=True, critic_worker=critic_worker, use_preset=False)  # fmt: skip
+    worker = agent.critic_fitter.worker
     if critic_worker:
-        agent.critic_worker.start()
-        assert agent.critic_worker.is_ready(wait=30)
+        worker.start()
+        assert worker.is_ready(wait=30)
     metrics = []
-    agent.learn(callback=lambda ag, m: metrics.append(m))
-    used = critic_worker and agent.critic_worker._proc is not None
-    state = _flat(agent.policy), agent.critic_trainer.steps, agent.generator.get_state()
+    agent.learn(256 * iterations, callback=lambda loc, glob: metrics.append(loc["metrics"]))
+    used = critic_worker and worker._proc is not None
+    state = _flat(agent.policy), agent.critic_fitter.trainer.steps, agent.generator.get_state()
     agent.close()
     return state, [m["value_loss"] for m in metrics], used
 

@@ -15,7 +15,7 @@ from natgrad.rl.envs import (
     load_env,
     make_env,
 )
-from natgrad.rl.sampler import ObsEncoder, action_to_env
+from natgrad.rl.envs.spaces import ObsEncoder, action_to_env
 
 
 def test_known_ids_pass():

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natgrad.rl.gae import gae
+from natgrad.rl.rollout.gae import gae
 
 
 def reference_gae(r, v, nv, term, done, gamma, lam):

@@ -3,26 +3,24 @@
 import numpy as np
 import pytest
 
-from natgrad.rl.agent import TRPO
-from natgrad.rl.config import TRPOConfig
-from natgrad.rl.presets import preset_for
+from natgrad.rl import TRPO
 
 
 def test_cartpole_reaches_475_within_100k_steps():
     """The CartPole-v1 preset (about 10 s here) solves the task within 100k steps."""
     agent = TRPO("CartPole-v1")
-    assert agent.config.total_steps == 100_000
-    agent.learn()
+    assert agent.preset_run["total_steps"] == 100_000
+    agent.learn(100_000)
     returns = agent.evaluate(10)
     agent.close()
-    assert agent.env_steps <= 100_000 + agent.config.batch_steps
+    assert agent.num_timesteps == 100_352  # the last iteration of 1,024 steps overshoots
     assert np.mean(returns) >= 475, returns
 
 
 @pytest.mark.slow
 def test_inverted_pendulum_reaches_1000_within_100k_steps():
     agent = TRPO("InvertedPendulum-v5")
-    agent.learn()
+    agent.learn(100_000)
     returns = agent.evaluate(10)
     agent.close()
     assert np.mean(returns) >= 1000 - 1e-9, returns
@@ -37,9 +35,8 @@ def test_pendulum_learns_to_swing_up_within_100k_steps():
     """
     means = []
     for seed in range(3):
-        values, _ = preset_for("Pendulum-v1")
-        agent = TRPO(config=TRPOConfig.from_dict({**values, "env_id": "Pendulum-v1", "seed": seed}))
-        agent.learn()
+        agent = TRPO("Pendulum-v1", seed=seed)
+        agent.learn(100_000)
         means.append(float(np.mean(agent.evaluate(10))))
         agent.close()
     assert np.median(means) >= -200, means

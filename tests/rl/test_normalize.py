@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natgrad.rl.normalize import ObsNormalizer, RewardScaler, RunningMeanStd
+from natgrad.rl.rollout.normalize import ObsNormalizer, RewardScaler, RunningMeanStd
 
 
 @given(

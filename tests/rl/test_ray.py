@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from natgrad.rl.config import TRPOConfig
-from natgrad.rl.ray_testing import InjectedEnvFactory
 from natgrad.rl.rollout import LocalCollector
+from tests.rl.ray_faults import InjectedEnvFactory
 
 from .test_rollout import assert_batches_equal
 
@@ -49,10 +48,15 @@ def sampler_for(collector, seed=0):
     return ActorCritic(collector.obs_dim, collector.action_space).sampler()
 
 
-def trpo_config(**kw):
-    base = dict(env_id="CartPole-v1", n_envs=4, n_steps=64, total_steps=10_000, seed=3,
-                normalize_obs=True, normalize_reward=True, n_critic_updates=2, tensorboard=False)  # fmt: skip
-    return TRPOConfig(**{**base, **kw})
+SEED = 3
+
+
+def trpo(**kw):
+    from natgrad.rl import TRPO
+
+    base = dict(n_envs=4, n_steps=64, seed=SEED, normalize_obs=True, normalize_reward=True,
+                n_critic_updates=2, use_preset=False)  # fmt: skip
+    return TRPO("CartPole-v1", **{**base, **kw})
 
 
 def params(agent):
@@ -63,17 +67,15 @@ def params(agent):
 
 
 def test_missing_ray_gives_install_hint(monkeypatch):
-    from natgrad.rl.agent import make_collector
-
-    monkeypatch.setitem(sys.modules, "natgrad.rl.ray_backend", None)  # import fails
+    monkeypatch.setitem(sys.modules, "natgrad.rl.rollout.ray", None)  # import fails
     with pytest.raises(ValueError, match=r"pip install natgrad\[ray\]"):
-        make_collector(trpo_config(vec="ray"))
+        trpo(vec="ray")
 
 
 def test_bad_arguments_and_unreachable_address_are_value_errors():
     pytest.importorskip("ray")
-    from natgrad.rl.ray_backend import RayCollector
-    from natgrad.rl.ray_worker import check_reachable
+    from natgrad.rl.rollout.ray import RayCollector
+    from natgrad.rl.rollout.ray_worker import check_reachable
 
     with pytest.raises(ValueError, match="workers=5"):
         RayCollector("CartPole-v1", 4, 0, workers=5)
@@ -89,7 +91,7 @@ def test_bad_arguments_and_unreachable_address_are_value_errors():
 
 @pytest.mark.ray
 def test_batches_and_states_match_local_collector(ray_cluster):
-    from natgrad.rl.ray_backend import RayCollector
+    from natgrad.rl.rollout.ray import RayCollector
 
     with pytest.raises(ValueError, match="asks for 4 CPUs but the Ray cluster has 2"):
         RayCollector("Pendulum-v1", 4, 7, workers=4, worker_cpus=1)
@@ -117,9 +119,7 @@ def test_batches_and_states_match_local_collector(ray_cluster):
 
 @pytest.mark.ray
 def test_trpo_on_ray_trains_the_same_parameters_as_sync(ray_cluster):
-    from natgrad.rl.agent import TRPO
-
-    with TRPO(config=trpo_config()) as sync, TRPO(config=trpo_config(vec="ray", workers=2)) as ray_:
+    with trpo() as sync, trpo(vec="ray", workers=2) as ray_:
         assert type(ray_.collector).__name__ == "RayCollector"
         for _ in range(3):
             a, b = sync.train_iteration(), ray_.train_iteration()
@@ -127,7 +127,7 @@ def test_trpo_on_ray_trains_the_same_parameters_as_sync(ray_cluster):
         for p, q in zip(params(sync), params(ray_)):
             assert torch.equal(p, q)
         # a checkpoint of the Ray run continues on the sync backend, bit for bit
-        with TRPO(config=trpo_config()) as resumed:
+        with trpo() as resumed:
             resumed.load_state_dict(ray_.state_dict())
             sync.train_iteration(), resumed.train_iteration()
             for p, q in zip(params(sync), params(resumed)):
@@ -141,7 +141,7 @@ def test_trpo_on_ray_trains_the_same_parameters_as_sync(ray_cluster):
 def test_actor_killed_mid_collect_is_replaced_and_batch_unchanged(ray_cluster):
     import ray
 
-    from natgrad.rl.ray_backend import RayCollector
+    from natgrad.rl.rollout.ray import RayCollector
 
     factory = InjectedEnvFactory("CartPole-v1", latency=0.002)  # 2 envs x 200 steps: ~0.8 s
     local = LocalCollector(factory, 4, 1, normalize_obs=True)
@@ -161,17 +161,15 @@ def test_actor_killed_mid_collect_is_replaced_and_batch_unchanged(ray_cluster):
 
 @pytest.mark.ray
 def test_worker_process_killed_mid_run_training_continues_bit_exact(ray_cluster, tmp_path):
-    from natgrad.rl.agent import TRPO
-    from natgrad.rl.ray_backend import RayCollector
+    from natgrad.rl.rollout.ray import RayCollector
 
-    cfg = trpo_config()
     # env 1 SIGKILLs its worker process at its 150th step (third iteration), once
     faulty = InjectedEnvFactory("CartPole-v1", fault_env=1, fault_step=150, fault_kind="kill",
                                 marker=str(tmp_path / "kill"))  # fmt: skip
-    rc = RayCollector(faulty, 4, cfg.seed, workers=2, normalize_obs=True, normalize_reward=True)
-    local = LocalCollector(InjectedEnvFactory("CartPole-v1"), 4, cfg.seed,
+    rc = RayCollector(faulty, 4, SEED, workers=2, normalize_obs=True, normalize_reward=True)
+    local = LocalCollector(InjectedEnvFactory("CartPole-v1"), 4, SEED,
                            normalize_obs=True, normalize_reward=True)  # fmt: skip
-    with TRPO(config=cfg, collector=local) as clean, TRPO(config=cfg, collector=rc) as hit:
+    with trpo(collector=local) as clean, trpo(collector=rc) as hit:
         for _ in range(4):
             clean.train_iteration(), hit.train_iteration()
         assert rc.restarts == 1 and (tmp_path / "kill.0").exists()
@@ -181,7 +179,7 @@ def test_worker_process_killed_mid_run_training_continues_bit_exact(ray_cluster,
 
 @pytest.mark.ray
 def test_env_exceptions_are_retried_then_reported_with_the_env_index(ray_cluster, tmp_path):
-    from natgrad.rl.ray_backend import RayCollector, RayRolloutError
+    from natgrad.rl.rollout.ray import RayCollector, RayRolloutError
 
     flaky = InjectedEnvFactory("CartPole-v1", fault_env=2, fault_step=30,
                                marker=str(tmp_path / "flaky"), times=2)  # fmt: skip
@@ -198,13 +196,34 @@ def test_env_exceptions_are_retried_then_reported_with_the_env_index(ray_cluster
 
 
 @pytest.mark.ray
+def test_a_hanging_env_on_a_ray_worker_is_named_with_its_step(ray_cluster):
+    import time
+
+    from natgrad.rl.envs import EnvFactory
+    from natgrad.rl.rollout.ray import RayCollector, RayRolloutError
+    from tests.rl.bad_envs import HangingEnv  # importable on the workers
+
+    with RayCollector(EnvFactory(HangingEnv), 2, 0, workers=2, step_timeout=1.5) as rc:
+        sampler = sampler_for(rc)
+        rc.collect(sampler, 100)  # each env hangs at step 300 of its life
+        start = time.monotonic()
+        with pytest.raises(
+            RayRolloutError,
+            match=r"env [01] did not return from step\(\) within step_timeout=1.5 s "
+            r"\(at step 199 of the rollout, on Ray worker [01]\)",
+        ):
+            rc.collect(sampler, 300)
+        assert time.monotonic() - start < 60
+
+
+@pytest.mark.ray
 def test_cluster_gone_stops_cli_with_clear_error_and_intact_checkpoint(
     ray_cluster, tmp_path, monkeypatch, capsys
 ):
     import ray
 
     from natgrad.cli import main
-    from natgrad.rl.ray_backend import RayClusterGone, RayCollector
+    from natgrad.rl.rollout.ray import RayClusterGone, RayCollector
     from natgrad.utils.checkpoint import load_checkpoint
 
     collect, calls = RayCollector.collect, []
@@ -238,7 +257,7 @@ def test_cluster_gone_stops_cli_with_clear_error_and_intact_checkpoint(
 
 UNREACHABLE = """
 import os, signal, ray
-from natgrad.rl.ray_backend import RayClusterGone, RayCollector
+from natgrad.rl.rollout.ray import RayClusterGone, RayCollector
 from natgrad.rl.policies import ActorCritic
 rc = RayCollector("CartPole-v1", 2, 0, workers=2)  # its own local instance
 rc.probe_timeout = 2.0

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from natgrad.rl.envs import EnvFactory
-from natgrad.rl.vec import AsyncVecEnv, GymVectorAdapter, SyncVecEnv
+from natgrad.rl.envs import AsyncVecEnv, EnvFactory, GymVectorAdapter, SyncVecEnv
 
 
 class FlakyEnv(gym.Env):

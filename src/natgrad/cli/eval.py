@@ -17,25 +17,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from natgrad.rl.agent import Agent
-    from natgrad.rl.evaluate import evaluate
-    from natgrad.rl.session import CHECKPOINT
+    from natgrad.rl.algos.base import OnPolicyAlgorithm
+    from natgrad.rl.policies.acting import evaluate
+    from natgrad.rl.run import CHECKPOINT
 
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be >= 1")
     path = args.run_dir / CHECKPOINT
     if not path.exists():
         raise ValueError(f"{args.run_dir} has no {CHECKPOINT}; is it a natgrad run dir?")
-    agent = Agent.load(path, inference=True, n_envs=1, vec="sync")
+    model = OnPolicyAlgorithm.load(path, n_envs=1, vec="sync")
     try:
-        returns = evaluate(
-            agent.config.env_id, agent.actor(), args.episodes, args.seed,
-            deterministic=not args.stochastic,
-        )  # fmt: skip
+        env = model.env_source.make_eval_env(args.seed)
+        try:
+            returns = evaluate(env, model.actor(), args.episodes, args.seed,
+                               deterministic=not args.stochastic)  # fmt: skip
+        finally:
+            env.close()
     finally:
-        agent.close()
-    print(json.dumps({"env_id": agent.config.env_id, "algo": agent.config.algo,  # type: ignore[attr-defined]
-                      "env_steps": agent.env_steps, "episodes": args.episodes,
+        model.close()
+    print(json.dumps({"env_id": model.env_id, "algo": model.algo,
+                      "env_steps": model.num_timesteps, "episodes": args.episodes,
                       "mean": float(returns.mean()), "std": float(returns.std()),
                       "returns": returns.tolist()}))  # fmt: skip
     return 0

@@ -20,24 +20,13 @@ from torch import Tensor, nn
 
 from natgrad.distributions import Distribution
 from natgrad.fisher.base import FisherOperator, _check_damping
+from natgrad.mlp import mlp_spec
 from natgrad.params import flatten, unflatten
 
 
 def supports_mlp_fisher(module: nn.Module) -> bool:
-    """True for ``Linear (act Linear)*`` with biases and ``Tanh``/``ReLU`` activations."""
-    if not isinstance(module, nn.Sequential) or len(module) == 0:
-        return False
-    expect_linear = True
-    for m in module:
-        if expect_linear:
-            if not isinstance(m, nn.Linear) or m.bias is None:
-                return False
-            expect_linear = False
-        else:
-            if not isinstance(m, (nn.Tanh, nn.ReLU)):
-                return False
-            expect_linear = True
-    return isinstance(module[-1], nn.Linear)
+    """True for a plain MLP (see :func:`natgrad.mlp.mlp_spec`, the one check)."""
+    return mlp_spec(module) is not None
 
 
 def _tanh(x: Tensor) -> Tensor:
@@ -68,7 +57,8 @@ class MLPFisher(FisherOperator):
         log_std: Tensor | None = None,
         damping: float = 0.0,
     ) -> None:
-        if not supports_mlp_fisher(mlp):
+        spec = mlp_spec(mlp)
+        if spec is None:
             raise ValueError(
                 "mlp must be an nn.Sequential of Linear layers (with bias) and Tanh/ReLU; "
                 "use GGNFisher for other models"
@@ -83,19 +73,15 @@ class MLPFisher(FisherOperator):
         self.derivs: list[Tensor | None] = []  # activation derivative after each layer
         with torch.no_grad():
             h = inputs
-            modules = list(mlp)
-            for i, m in enumerate(modules):
-                if not isinstance(m, nn.Linear):
-                    continue
-                w, b = m.weight.detach(), m.bias.detach()  # type: ignore[union-attr]
+            for layer in spec.layers:
+                w, b = layer.linear.weight.detach(), layer.linear.bias.detach()
                 self.layers.append((w, b))
                 self.acts.append(h)
                 z = torch.addmm(b, h, w.t())
-                act = modules[i + 1] if i + 1 < len(modules) else None
-                if isinstance(act, nn.Tanh):
+                if layer.activation == "tanh":
                     h = _tanh(z)
                     self.derivs.append(1.0 - h * h)
-                elif isinstance(act, nn.ReLU):
+                elif layer.activation == "relu":
                     h = z.relu()
                     self.derivs.append((z > 0).to(z.dtype))
                 else:

@@ -1,5 +1,10 @@
 """Per-run metric logging: a ``progress.csv`` file plus TensorBoard scalars.
 
+TensorBoard files are written by ``torch.utils.tensorboard.SummaryWriter``, which needs
+the ``tensorboard`` package (``pip install natgrad[tensorboard]``): with
+``tensorboard=None`` (the default) they are written when it is installed and silently
+skipped otherwise; ``tensorboard=True`` makes its absence an error that says so.
+
 CSV layout: the first two columns are always ``step`` (the integer passed to
 :meth:`RunLogger.log`) and ``wall_time`` (seconds since the epoch); the metric
 columns follow in first-seen order.
@@ -30,7 +35,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from natgrad.utils.checkpoint import atomic_write
-from natgrad.utils.tbwriter import SummaryWriter
 
 __all__ = ["PROGRESS_FILE", "RunLogger", "read_progress"]
 
@@ -94,7 +98,9 @@ class RunLogger:
         run_dir: Run directory; created if missing. The TensorBoard event file is
             written directly into it, so ``tensorboard --logdir runs/`` shows one
             run per run directory.
-        tensorboard: Also write every metric as a TensorBoard scalar (tag = key).
+        tensorboard: Also write every metric as a TensorBoard scalar (tag = key): ``True``
+            (an error if the tensorboard package is missing), ``False``, or ``None``
+            (when it is installed).
         resume: Continue an existing ``progress.csv``. Call :meth:`truncate_after`
             with the checkpoint's step to drop rows logged after that checkpoint.
         fieldnames: Fixed metric columns (excluding ``step``/``wall_time``). If
@@ -110,7 +116,7 @@ class RunLogger:
         self,
         run_dir: str | os.PathLike[str],
         *,
-        tensorboard: bool = True,
+        tensorboard: bool | None = None,
         resume: bool = False,
         fieldnames: Iterable[str] | None = None,
     ) -> None:
@@ -123,7 +129,8 @@ class RunLogger:
             self._check_key(name)
 
         self._file: TextIO | None = None
-        self._tb: SummaryWriter | None = None
+        self._tb: Any = None
+        writer_cls = _summary_writer(tensorboard)
         existing = self.csv_path.exists() and self.csv_path.stat().st_size > 0
         if existing and not resume:
             raise ValueError(
@@ -144,7 +151,7 @@ class RunLogger:
         self._columns += [c for c in wanted if c not in self._columns]
         # Rewrite once: fresh file, new fixed columns, or a partial trailing row.
         self._rewrite(rows)
-        self._tb = SummaryWriter(self.run_dir) if tensorboard else None
+        self._tb = writer_cls(str(self.run_dir)) if writer_cls is not None else None
 
     @property
     def fieldnames(self) -> list[str]:
@@ -215,7 +222,7 @@ class RunLogger:
         """Drops CSV rows with a step greater than ``step`` (for resuming).
 
         Also tells TensorBoard to hide scalars logged after ``step`` by the
-        interrupted run (see :meth:`SummaryWriter.add_session_start`).
+        interrupted run (a new event file with ``purge_step = step + 1``).
 
         Args:
             step: The step of the checkpoint the run resumes from.
@@ -231,8 +238,9 @@ class RunLogger:
         kept = [r for r in rows if int(r[0]) <= istep]
         self._rewrite(kept)
         if self._tb is not None:
-            self._tb.add_session_start(istep + 1)
-            self._tb.flush()
+            writer_cls = type(self._tb)
+            self._tb.close()
+            self._tb = writer_cls(str(self.run_dir), purge_step=istep + 1)
         return len(rows) - len(kept)
 
     def flush(self) -> None:
@@ -255,6 +263,23 @@ class RunLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _summary_writer(tensorboard: bool | None) -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``, or ``None`` when off or not installed."""
+    if tensorboard is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        if tensorboard:
+            raise ValueError(
+                "tensorboard=True needs the tensorboard package, which is not installed "
+                f"({err}); `pip install tensorboard` (or natgrad[tensorboard]), or turn "
+                "TensorBoard logging off"
+            ) from None
+        return None
+    return SummaryWriter
 
 
 def read_progress(run_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -1,0 +1,100 @@
+"""The policy's networks: sizes, activation and initialisation of the default MLPs.
+
+SB3's ``policy_kwargs`` map onto these fields (:meth:`PolicyConfig.from_policy_kwargs`):
+
+>>> from torch import nn
+>>> PolicyConfig.from_policy_kwargs(dict(net_arch=dict(pi=[32], vf=[64, 64]),
+...                                      activation_fn=nn.ReLU)).policy_hidden
+(32,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from natgrad.rl.config.base import ConfigBase, _bad, _choice
+
+__all__ = ["ACTIVATION_NAMES", "PolicyConfig"]
+
+ACTIVATION_NAMES = ("tanh", "relu")
+
+
+@dataclass
+class PolicyConfig(ConfigBase):
+    """Actor and critic networks (used unless a custom actor/critic module is given)."""
+
+    policy_hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the actor MLP (SB3: net_arch["pi"])."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the critic MLP (SB3: net_arch["vf"])."""
+    activation: str = "tanh"
+    """Hidden activation of both MLPs: "tanh" or "relu" (SB3: activation_fn)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation (gains √2 hidden, 0.01 policy head, 1 value head)."""
+    log_std_init: float = 0.0
+    """Initial state-independent log σ of Gaussian policies."""
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "activation", ACTIVATION_NAMES)
+        for name in ("policy_hidden", "critic_hidden"):
+            sizes = getattr(self, name)
+            if not sizes or any(
+                isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes
+            ):
+                _bad(name, sizes, "a non-empty tuple of positive ints, e.g. (64, 64)")
+
+    @classmethod
+    def from_policy_kwargs(
+        cls, kwargs: Mapping[str, Any] | None, base: PolicyConfig | None = None
+    ) -> PolicyConfig:
+        """Read SB3-style ``policy_kwargs`` (``net_arch``, ``activation_fn``,
+        ``log_std_init``, ``ortho_init``) and natgrad's own field names over ``base``.
+
+        ``net_arch`` is a list (both networks) or ``dict(pi=[...], vf=[...])``;
+        ``activation_fn`` is ``nn.Tanh``/``nn.ReLU`` (the class) or ``"tanh"``/``"relu"``.
+        """
+        values = (base or cls()).to_dict()
+        for key, value in dict(kwargs or {}).items():
+            if key == "net_arch":
+                if isinstance(value, Mapping):
+                    unknown = set(value) - {"pi", "vf"}
+                    if unknown:
+                        raise ValueError(
+                            f"policy_kwargs['net_arch'] has keys {sorted(unknown)}; use "
+                            "dict(pi=[...], vf=[...]) or one list for both networks"
+                        )
+                    if "pi" in value:
+                        values["policy_hidden"] = tuple(value["pi"])
+                    if "vf" in value:
+                        values["critic_hidden"] = tuple(value["vf"])
+                else:
+                    values["policy_hidden"] = values["critic_hidden"] = tuple(value)
+            elif key == "activation_fn":
+                values["activation"] = _activation_name(value)
+            elif key in values:
+                values[key] = tuple(value) if key.endswith("_hidden") else value
+            else:
+                raise ValueError(
+                    f"policy_kwargs[{key!r}] is not supported; use net_arch, activation_fn, "
+                    "log_std_init, ortho_init (or natgrad's names: "
+                    f"{', '.join(cls.field_names())}); for other networks pass actor=/critic="
+                )
+        return cls.from_dict(values)
+
+
+def _activation_name(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ACTIVATION_NAMES:
+        return value.lower()
+    if isinstance(value, type) and issubclass(value, nn.Tanh):
+        return "tanh"
+    if isinstance(value, type) and issubclass(value, nn.ReLU):
+        return "relu"
+    raise ValueError(
+        f"policy_kwargs['activation_fn']={value!r} is not supported by the default MLPs; use "
+        "nn.Tanh or nn.ReLU, or pass your own actor=/critic= modules"
+    )

@@ -1,0 +1,305 @@
+"""Per-step action samplers for rollouts: no autograd on the hot path.
+
+A sampler maps a batch of (normalised) observations and externally drawn noise to
+actions: ``sample(obs, noise)`` is a pure function of its inputs, so the collector owns
+all randomness (one ``numpy.random.Generator`` per env) and results do not depend on how
+envs are grouped. Attributes tell the collector what to draw per env:
+
+* ``noise_shape``: per-env noise shape (``noise`` passed to ``sample`` is
+  ``(N, *noise_shape)``);
+* ``noise_kind``: ``"normal"`` (standard normal) or ``"uniform"`` (``[0, 1)``);
+* ``action_shape`` / ``action_dtype``: per-env shape and dtype of the returned actions
+  (float32 for ``"gaussian"``, int64 for the other kinds; 0-based indices, the env's
+  ``start`` offset is added by the collector).
+
+Distribution kinds and how noise becomes an action:
+
+* ``"gaussian"``: ``mean + exp(log_std) * noise`` (state-independent ``log_std``);
+* ``"categorical"``: inverse CDF of ``softmax(logits)`` at one uniform per env;
+* ``"multicategorical"``: one inverse-CDF categorical per sub-action (``nvec``);
+* ``"bernoulli"``: ``uniform < sigmoid(logit)`` per output.
+
+Row independence: every output row depends only on the same input row, computed with
+the same floating-point operations whatever the batch size (``NumpyMLPSampler`` with
+``row_exact=True``, the default, avoids BLAS), so splitting envs across workers
+reproduces bit-identical actions.
+
+Timing (2-core VM shared with other jobs, numpy 2.4, torch 2.13 CPU; actor
+``Linear(11,64)-Tanh-Linear(64,64)-Tanh-Linear(64,3)``; ``params`` only, best of 5x2000
+calls, microseconds per call)::
+
+    batch   NumpyMLPSampler   NumpyMLPSampler(row_exact=False)   torch, inference_mode
+    1             8                    7                                26
+    8            17                    8.5                              35 (150+ when its
+                                                                        threads contend)
+
+A full categorical ``sample`` at batch 1 costs about 15 us (the inverse CDF adds ~7 us
+of numpy call overhead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from natgrad.mlp import MLPSpec, mlp_spec
+from natgrad.rl.envs.spaces import kind_for_space
+
+try:  # the C entry point of np.einsum(optimize=False), minus ~1 us of Python per call
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # pragma: no cover - other numpy layouts
+    _einsum = np.einsum
+
+__all__ = [
+    "KINDS",
+    "NumpyMLPSampler",
+    "TorchSampler",
+]
+
+KINDS = ("gaussian", "categorical", "multicategorical", "bernoulli")
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _categorical(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    # inverse CDF: the number of k < n-1 with cdf_k <= u * total (always in [0, n-1])
+    z = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+    np.exp(z, out=z)
+    cdf = np.add.accumulate(z, axis=1)
+    thr = cdf[:, -1:] * u[:, None]
+    return np.add.reduce(cdf[:, :-1] <= thr, axis=1, dtype=np.int64)
+
+
+class _Sampler:
+    """Shared distribution logic; subclasses implement ``params(obs) -> (N, out_dim)``."""
+
+    kind: str
+    out_dim: int
+
+    def _init_kind(self, kind: str, out_dim: int, log_std: Any, nvec: Sequence[int] | None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not supported; use one of {KINDS}")
+        self.kind, self.out_dim = kind, int(out_dim)
+        self.std: np.ndarray | None = None
+        self._splits: list[int] = []
+        if kind == "gaussian":
+            if log_std is not None:
+                log_std = _as_numpy(log_std).reshape(-1)
+                if log_std.shape != (self.out_dim,):
+                    raise ValueError(
+                        f"log_std has shape {log_std.shape}, expected ({self.out_dim},) to "
+                        "match the actor's output"
+                    )
+                self.std = np.exp(log_std).astype(np.float32)
+            self.noise_kind, self.noise_shape = "normal", (self.out_dim,)
+            self.action_shape: tuple[int, ...] = (self.out_dim,)
+            self.action_dtype: np.dtype[Any] = np.dtype(np.float32)
+            return
+        self.noise_kind, self.action_dtype = "uniform", np.dtype(np.int64)
+        if kind == "categorical":
+            self.noise_shape, self.action_shape = (1,), ()
+        elif kind == "bernoulli":
+            self.noise_shape = self.action_shape = (self.out_dim,)
+        else:
+            if nvec is None or len(nvec) == 0 or min(nvec) < 1:
+                raise ValueError(f"nvec={nvec!r}: multicategorical needs positive sizes")
+            if int(np.sum(nvec)) != self.out_dim:
+                raise ValueError(
+                    f"nvec={list(nvec)} sums to {int(np.sum(nvec))} but the actor outputs "
+                    f"{self.out_dim} logits; make them match"
+                )
+            self._splits = np.cumsum(nvec)[:-1].tolist()
+            self.noise_shape = self.action_shape = (len(nvec),)
+
+    def params(self, obs: np.ndarray) -> np.ndarray:
+        """Distribution parameters (means or logits), shape ``(N, out_dim)``."""
+        raise NotImplementedError
+
+    def _std(self) -> np.ndarray:
+        if self.std is None:
+            raise ValueError("gaussian sampler needs log_std")
+        return self.std
+
+    def sample(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Actions for ``obs`` (N, obs_dim) given ``noise`` (N, *noise_shape).
+
+        Args:
+            obs: Observations as the policy sees them.
+            noise: Standard normal or ``[0, 1)`` uniform draws (see ``noise_kind``).
+
+        Returns:
+            Actions ``(N, *action_shape)`` of dtype ``action_dtype``.
+        """
+        return self._from_params(self.params(obs), noise)
+
+    def _from_params(self, out: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        kind = self.kind
+        if kind == "gaussian":
+            act = noise.astype(np.float32)
+            act *= self._std()
+            act += out
+            return act
+        if kind == "categorical":
+            return _categorical(out, noise[:, 0])
+        if kind == "bernoulli":
+            return (noise < 0.5 * (1.0 + np.tanh(0.5 * out))).astype(np.int64)
+        parts = np.split(out, self._splits, axis=1)
+        return np.stack([_categorical(p, noise[:, j]) for j, p in enumerate(parts)], axis=1)
+
+    def mode(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic actions (mean, argmax or ``logit > 0``) for evaluation."""
+        out = self.params(obs)
+        if self.kind == "gaussian":
+            return out
+        if self.kind == "categorical":
+            return out.argmax(axis=1).astype(np.int64)
+        if self.kind == "bernoulli":
+            return (out > 0).astype(np.int64)
+        parts = np.split(out, self._splits, axis=1)
+        return np.stack([p.argmax(axis=1) for p in parts], axis=1).astype(np.int64)
+
+
+class NumpyMLPSampler(_Sampler):
+    """Numpy copy of a torch MLP actor, cheap to call per step and picklable.
+
+    Weights are copied once (float32, pre-transposed, contiguous); rebuild the sampler
+    after each policy update.
+
+    Args:
+        actor: A plain MLP (:func:`natgrad.mlp.mlp_spec`) or its spec, producing means
+            (gaussian) or logits.
+        kind: One of ``"gaussian"``, ``"categorical"``, ``"multicategorical"``,
+            ``"bernoulli"``.
+        log_std: State-independent log standard deviation (gaussian only), shape
+            ``(act_dim,)``.
+        nvec: Sub-action sizes (multicategorical only).
+        row_exact: Compute the matrix products with ``np.einsum`` (no BLAS) so each env's
+            action is bitwise independent of the batch size / grouping of envs (BLAS
+            kernels, hence rounding, change with the number of rows). ``False`` uses
+            BLAS, faster for wide layers and large batches.
+    """
+
+    def __init__(
+        self,
+        actor: nn.Module | MLPSpec,
+        kind: str,
+        *,
+        log_std: Any = None,
+        nvec: Sequence[int] | None = None,
+        row_exact: bool = True,
+    ) -> None:
+        spec = actor if isinstance(actor, MLPSpec) else mlp_spec(actor)
+        if spec is None:
+            raise ValueError(
+                f"actor ({type(actor).__name__}) is not a plain MLP (natgrad.mlp.mlp_spec: "
+                "Linear layers with bias, one Tanh/ReLU between them); use TorchSampler"
+            )
+        self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = [
+            (
+                np.ascontiguousarray(_as_numpy(layer.linear.weight).T),
+                _as_numpy(layer.linear.bias).copy(),
+                layer.activation,
+            )
+            for layer in spec.layers
+        ]
+        if not self.layers:
+            raise ValueError("actor has no nn.Linear layer")
+        self.obs_dim = self.layers[0][0].shape[0]
+        self.row_exact = row_exact
+        self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
+        if kind == "gaussian" and self.std is None:
+            raise ValueError("kind='gaussian' needs log_std (shape (act_dim,))")
+
+    @classmethod
+    def for_space(
+        cls, actor: nn.Module | MLPSpec, space: spaces.Space, *, log_std: Any = None, **kw: Any
+    ) -> NumpyMLPSampler:
+        """Build a sampler whose kind and ``nvec`` follow a gymnasium action space."""
+        kind, _, nvec = kind_for_space(space)
+        return cls(actor, kind, log_std=log_std, nvec=nvec, **kw)
+
+    def params(self, obs: np.ndarray) -> np.ndarray:
+        """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise ValueError(f"obs has shape {x.shape}, expected (N, {self.obs_dim})")
+        exact = self.row_exact
+        for w, b, act in self.layers:
+            # einsum (no BLAS) sums over k in a fixed order per output element, whatever
+            # the number of rows; BLAS picks kernels (and summation orders) by batch size.
+            h = _einsum("nk,km->nm", x, w) if exact else x @ w
+            h += b
+            if act == "tanh":
+                np.tanh(h, out=h)
+            elif act == "relu":
+                np.maximum(h, 0.0, out=h)
+            x = h
+        return x
+
+
+class TorchSampler(_Sampler):
+    """Fallback sampler calling an arbitrary torch actor under ``torch.inference_mode``.
+
+    ``actor(obs_tensor)`` returns the distribution parameters as a tensor of shape
+    ``(N, out_dim)``: means (gaussian) or logits. For ``"gaussian"`` it may instead return
+    a ``(mean, log_std)`` pair (``log_std`` broadcastable to the mean), in which case the
+    ``log_std`` argument is not needed. Noise is applied exactly as in
+    :class:`NumpyMLPSampler`. Row independence depends on the actor's kernels.
+
+    Args:
+        actor: Callable taking a float32 ``(N, obs_dim)`` tensor.
+        kind: Distribution kind (see the module docstring).
+        out_dim: Number of actor outputs (action dim, or number of logits).
+        log_std: State-independent log std (gaussian), if the actor returns only means.
+        nvec: Sub-action sizes (multicategorical only).
+    """
+
+    def __init__(
+        self,
+        actor: Callable[[torch.Tensor], Any],
+        kind: str,
+        out_dim: int,
+        *,
+        log_std: Any = None,
+        nvec: Sequence[int] | None = None,
+    ) -> None:
+        if not callable(actor):
+            raise ValueError(f"actor must be callable, got {type(actor).__name__}")
+        self.actor = actor
+        self._init_kind(kind, out_dim, log_std, nvec)
+        self._call_std: np.ndarray | None = None
+
+    @classmethod
+    def for_space(
+        cls, actor: Callable[[torch.Tensor], Any], space: spaces.Space, *, log_std: Any = None
+    ) -> TorchSampler:
+        """Build a sampler whose kind, ``out_dim`` and ``nvec`` follow an action space."""
+        kind, out_dim, nvec = kind_for_space(space)
+        return cls(actor, kind, out_dim, log_std=log_std, nvec=nvec)
+
+    def params(self, obs: np.ndarray) -> np.ndarray:
+        """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""
+        with torch.inference_mode():
+            out = self.actor(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
+        self._call_std = None
+        if isinstance(out, (tuple, list)):
+            if self.kind != "gaussian" or len(out) != 2:
+                raise ValueError("only a gaussian actor may return a (mean, log_std) pair")
+            out, log_std = out
+            self._call_std = np.exp(_as_numpy(log_std))
+        out = _as_numpy(out)
+        if out.ndim != 2 or out.shape[1] != self.out_dim:
+            raise ValueError(f"actor returned shape {out.shape}, expected (N, {self.out_dim})")
+        return out
+
+    def _std(self) -> np.ndarray:
+        return self._call_std if self._call_std is not None else super()._std()
