@@ -102,16 +102,23 @@ def preset_digest(src: Path, env_id: str, algo: str) -> str:
 
 
 # Fields that change how a run executes, not what it computes (bit-identical results).
-EXEC_FIELDS = frozenset({"seed", "total_steps", "critic_worker", "checkpoint_every", "tensorboard",
-                         "threads", "vec", "workers", "ray_address"})  # fmt: skip
+EXEC_FIELDS = frozenset({"env_id", "seed", "total_steps", "critic_worker", "checkpoint_every",
+                         "tensorboard", "threads", "vec", "workers", "ray_address", "fast_paths",
+                         "step_timeout", "eval_every"})  # fmt: skip
 _RESOLVE = """
 import json, sys
-from natgrad.rl.config import CONFIGS, parse_value
+from natgrad.rl.config import concern_classes, parse_value, split_fields
 from natgrad.rl.presets import preset_for
 env, algo, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-cls = CONFIGS[algo]
-values = {k: parse_value(cls, k, v) for k, v in overrides.items()}
-print(json.dumps(cls.from_dict({**preset_for(env)[0], **values, "env_id": env}).to_dict()))
+classes = concern_classes(algo)
+owner = {n: cls for cls in classes.values() for n in cls.field_names()}
+values = {k: parse_value(owner[k], k, v) for k, v in overrides.items()}
+try:
+    preset = preset_for(env, algo)[0]
+except TypeError:  # a loader without algorithm-specific tables
+    preset = preset_for(env)[0]
+parts = split_fields({**preset, **values}, algo)
+print(json.dumps({c: classes[c].from_dict(parts[c]).to_dict() for c in classes}))
 """
 _resolved: dict[tuple, dict[str, Any]] = {}
 
@@ -129,9 +136,20 @@ def resolve_config(src: Path, env_id: str, algo: str, overrides: tuple = ()) -> 
     return _resolved[key]
 
 
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as one ``{field: value}`` (``config.json`` nests it by concern)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("algorithm", "policy", "rollout", "run") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
 def settings_hash(config: dict[str, Any]) -> str:
     """A short hash of what a run computes: its config less :data:`EXEC_FIELDS`."""
-    kept = {k: v for k, v in config.items() if k not in EXEC_FIELDS}
+    kept = {k: v for k, v in flat_config(config).items() if k not in EXEC_FIELDS}
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -282,6 +300,14 @@ def _parent(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def _ran_with(run_dir: Path) -> str | None:
+    """The settings hash of the run in ``run_dir`` (from its config.json), if readable."""
+    try:
+        return settings_hash(json.loads((run_dir / "config.json").read_text())["config"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _start_record(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((run_dir / "suite_start.json").read_text())
@@ -367,7 +393,7 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
         for job, digest in list(pending):
             run_dir = out / "runs" / job.env / job.algo / job.tag / f"seed{job.seed}"
             started = _start_record(run_dir)
-            if started.get("settings") == digest and (run_dir / "eval.json").exists():
+            if (run_dir / "eval.json").exists() and _ran_with(run_dir) == digest:
                 pending.remove((job, digest))  # finished under a scheduler that died: collect
                 wall = (run_dir / "eval.json").stat().st_mtime - started["time"]
                 record(job, run_dir, wall, started.get("commit", "unknown"), digest)

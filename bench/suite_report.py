@@ -137,7 +137,7 @@ def summary(lines: list[dict[str, Any]]) -> str:
         minutes = sum(r["wall_s"] for r in runs) / 60
         seeds = ",".join(str(r["seed"]) for r in runs)
         rows.append(f"{env:26s} {algo:4s} {steps:>8d} {ov:40s} {dig} "
-                    f"{_fmt(m):>8s} ± {_fmt(s):<7s} [{', '.join(_fmt(v) for v in vals)}] "
+                    f"{_pm(m, s):>16s} [{', '.join(_fmt(v) for v in vals)}] "
                     f"seeds {seeds}  {minutes:.0f} min")  # fmt: skip
     total = sum(r["wall_s"] for r in lines) / 3600
     rows.append(f"{len(lines)} runs, {total:.1f} h of run time")
