@@ -91,6 +91,7 @@ class StateDependentGaussian(Distribution):
                 f"{shape[-2:]} (latent has k={latent.shape[-1]}, mean has d={mean.shape[-1]})"
             ) from None
         self.mean, self.log_std, self.latent, self.epsilon = mean, log_std, latent, epsilon
+        self._fisher_cache: tuple[Tensor, Tensor] | None = None
 
     # --- structure ------------------------------------------------------------------
     @property
@@ -160,9 +161,14 @@ class StateDependentGaussian(Distribution):
 
     def fisher_mv(self, tangents: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         d_mean, d_log_std = tangents
-        w = self.weights()
+        cache = self._fisher_cache
+        if cache is None:
+            cache = (self.variance.reciprocal(), self.weights())
+            if not (self.mean.requires_grad or self.log_std.requires_grad):
+                self._fisher_cache = cache  # a frozen point: kept for CG's next products
+        inv_var, w = cache
         d_log_sigma = (w * d_log_std).sum(-2, keepdim=True)  # the jvp into log σ_j
-        return d_mean / self.variance, 2.0 * w * d_log_sigma
+        return d_mean * inv_var, 2.0 * w * d_log_sigma
 
     # --- the exploration noise -------------------------------------------------------
     def exploration_matrices(

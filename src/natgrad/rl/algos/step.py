@@ -158,6 +158,11 @@ def make_kfac(policy: ActorCritic, cfg: AlgoConfig, seed: int) -> KFAC | None:
     """The K-FAC state for ``cfg.fisher == "kfac"`` (factors averaged across iterations)."""
     if cfg.fisher != "kfac":
         return None
+    if policy.use_sde:
+        raise ValueError(
+            "fisher='kfac' does not support use_sde=True (K-FAC knows the Fisher of a "
+            "state-independent log σ only); use fisher='ggn' with gSDE"
+        )
     from natgrad.optim.kfac import KFAC
 
     return KFAC(policy.actor, damping=cfg.cg_damping, factor_decay=0.95, inverse_every=1,
@@ -182,6 +187,7 @@ def fisher_operator(
             policy.distribution_from_output,
             log_std=policy.log_std,
             damping=cfg.cg_damping,
+            with_latent=policy.use_sde,
         )
     cls = KLHessianFisher if cfg.fisher == "kl_hessian" else GGNFisher
     if sub is obs:

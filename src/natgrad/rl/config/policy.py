@@ -36,11 +36,22 @@ class PolicyConfig(ConfigBase):
     ortho_init: bool = True
     """Orthogonal initialisation (gains √2 hidden, 0.01 policy head, 1 value head)."""
     log_std_init: float = 0.0
-    """Initial state-independent log σ of Gaussian policies."""
+    """Initial log σ of Gaussian policies (with use_sde: of every entry of the exploration
+    log-std matrix)."""
+    use_sde: bool = False
+    """Generalised state-dependent exploration (gSDE, Box actions, the default MLP actor):
+    the noise is z(s) ε, z the actor's last hidden layer, ε a matrix held for
+    sde_sample_freq steps (SB3: use_sde)."""
+    sde_sample_freq: int = -1
+    """With use_sde: draw a new exploration matrix every this many steps; -1 only at the
+    start of each rollout (SB3: sde_sample_freq)."""
 
     def validate(self) -> None:
         super().validate()
         _choice(self, "activation", ACTIVATION_NAMES)
+        freq = self.sde_sample_freq
+        if isinstance(freq, bool) or not isinstance(freq, int) or (freq < 1 and freq != -1):
+            _bad("sde_sample_freq", freq, "an int >= 1, or -1 (once per rollout)")
         for name in ("policy_hidden", "critic_hidden"):
             sizes = getattr(self, name)
             if not sizes or any(
@@ -53,7 +64,8 @@ class PolicyConfig(ConfigBase):
         cls, kwargs: Mapping[str, Any] | None, base: PolicyConfig | None = None
     ) -> PolicyConfig:
         """Read SB3-style ``policy_kwargs`` (``net_arch``, ``activation_fn``,
-        ``log_std_init``, ``ortho_init``) and natgrad's own field names over ``base``.
+        ``log_std_init``, ``ortho_init``, ``use_sde``, ``sde_sample_freq``) and natgrad's
+        own field names over ``base``.
 
         ``net_arch`` is a list (both networks) or ``dict(pi=[...], vf=[...])``;
         ``activation_fn`` is ``nn.Tanh``/``nn.ReLU`` (the class) or ``"tanh"``/``"relu"``.
