@@ -20,6 +20,7 @@ The rendered table (bench/suite_report.py) uses the runs at the current preset
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,13 +251,21 @@ def collect(job: Job, run_dir: Path, wall_s: float, commit: str, digest: str,
 
 
 # --- the scheduler ----------------------------------------------------------------------
-def wait_while_paused(pause_file: Path | None, poll: float = 10.0) -> None:
+def wait_while_paused(*pause_files: Path | None, poll: float = 10.0) -> None:
+    """Return once none of ``pause_files`` exists (the shared one, or a scope's own)."""
     said = False
-    while pause_file is not None and pause_file.exists():
+    while any(p is not None and p.exists() for p in pause_files):
         if not said:
-            print(f"suite: paused while {pause_file} exists", flush=True)
+            names = ", ".join(str(p) for p in pause_files if p is not None and p.exists())
+            print(f"suite: paused while {names} exists", flush=True)
             said = True
         time.sleep(poll)
+
+
+def scope_pause(scope: Path) -> Path:
+    """The file that pauses the schedulers of ``scope`` (``bench/time_to_return.py`` needs
+    the machine to itself for its pairs)."""
+    return scope / ".suite.pause"
 
 
 def commit_results(results: Path, message: str) -> None:
@@ -298,6 +308,20 @@ def _parent(pid: int) -> int:
     except OSError:
         return -1
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@contextlib.contextmanager
+def slot_lock(scope: Path) -> Iterator[None]:
+    """An exclusive lock on ``scope/.suite.lock`` while a scheduler counts and starts."""
+    import fcntl
+
+    scope.mkdir(parents=True, exist_ok=True)
+    with open(scope / ".suite.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _ran_with(run_dir: Path) -> str | None:
@@ -402,15 +426,19 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
                 continue  # in flight under another scheduler: look again later
             if len(running) + len(others) >= n_jobs:
                 break
-            wait_while_paused(pause_file)
-            pending.remove((job, digest))
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again
-            run_dir.mkdir(parents=True)
-            (run_dir / "suite_start.json").write_text(json.dumps(
-                {"time": time.time(), "settings": digest, "commit": rev}))  # fmt: skip
-            log = open(run_dir.with_name(run_dir.name + ".log"), "w")
-            proc = subprocess.Popen(command(job, run_dir, python), stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
+            wait_while_paused(pause_file, scope_pause(scope))
+            with slot_lock(scope):  # count again and start, one scheduler at a time
+                others = trainings_in(scope, _cmdlines()) - {item[3].pid for item in running}
+                if len(running) + len(others) >= n_jobs:
+                    break
+                pending.remove((job, digest))
+                shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again
+                run_dir.mkdir(parents=True)
+                (run_dir / "suite_start.json").write_text(json.dumps(
+                    {"time": time.time(), "settings": digest, "commit": rev}))  # fmt: skip
+                log = open(run_dir.with_name(run_dir.name + ".log"), "w")
+                proc = subprocess.Popen(command(job, run_dir, python), stdout=log,
+                                        stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
             print(f"suite: start {job.env} {job.algo} seed {job.seed} {job.tag}", flush=True)
             running.append((job, digest, run_dir, proc, time.perf_counter(), log))
         time.sleep(poll)

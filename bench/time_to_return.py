@@ -6,7 +6,9 @@ train`` at the env's preset, through ``bench/suite.py``'s machinery, pinned sour
 and one sb3-contrib training (``bench/sb3_learning.py --time-to LEVEL``) at the same
 time, so that they see the same machine load.  The training return is the mean of the
 last 100 episodes in both (natgrad's ``episode_return``, sb3's ``ep_rew_mean``); the
-clock starts when each process starts.  One JSON line per pair goes to
+clock starts when each process starts.  While a pair runs, the suite's schedulers start
+nothing (``scope_pause``), and a pair waits for their runs in flight to end.  One JSON
+line per pair goes to
 ``bench/results/time_to_return.jsonl``; the natgrad run is also a suite run, and is
 added to ``bench/results/suite.jsonl`` if that run is not there yet.
 
@@ -89,9 +91,15 @@ def main() -> None:
             if (env_id, seed, args.steps) in done:
                 continue
             suite.wait_while_paused(suite.PAUSE_FILE)
-            while suite.trainings_in(args.out.resolve().parent, suite._cmdlines()):
-                time.sleep(10)  # the pair needs both cores: wait for the suite's runs to end
-            line = run_pair(env_id, seed, args.steps, args.out, src, commit, TIME_TO[env_id])
+            scope = args.out.parent
+            hold = suite.scope_pause(scope)
+            hold.touch()  # the suite starts nothing more; wait for its runs to end
+            try:
+                while suite.trainings_in(scope, suite._cmdlines()):
+                    time.sleep(10)
+                line = run_pair(env_id, seed, args.steps, args.out, src, commit, TIME_TO[env_id])
+            finally:
+                hold.unlink(missing_ok=True)
             args.results.parent.mkdir(parents=True, exist_ok=True)
             with open(args.results, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
