@@ -95,7 +95,7 @@ def resolve_arguments(
     preset: dict[str, Any] = {}
     preset_source = ""
     if use_preset and isinstance(env, str) and config is None:
-        preset, preset_source = preset_for(source.env_id or env)
+        preset, preset_source = preset_for(source.env_id or env, algo)
     fixed = source.fixed_n_envs
     if fixed is not None and "n_envs" not in hyperparameters and rollout is None:
         preset = {**preset, "n_envs": fixed}  # an env object brings its own number
