@@ -149,9 +149,24 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# Fields added to the configs later, left out at the value that means "off", so that
+# runs from before they existed keep their identity.
+NEUTRAL = {"use_sde": False}
+NEUTRAL_WITH = {"sde_sample_freq": ("use_sde", False)}  # meaningless while use_sde is off
+
+
 def settings_hash(config: dict[str, Any]) -> str:
-    """A short hash of what a run computes: its config less :data:`EXEC_FIELDS`."""
-    kept = {k: v for k, v in flat_config(config).items() if k not in EXEC_FIELDS}
+    """A short hash of what a run computes: its config less :data:`EXEC_FIELDS` (and less
+    the :data:`NEUTRAL` fields at their neutral values)."""
+    flat = flat_config(config)
+    kept = {
+        k: v
+        for k, v in flat.items()
+        if k not in EXEC_FIELDS
+        and not (k in NEUTRAL and v == NEUTRAL[k])
+        and not (k in NEUTRAL_WITH and flat.get(NEUTRAL_WITH[k][0], NEUTRAL_WITH[k][1])
+                 == NEUTRAL_WITH[k][1])
+    }  # fmt: skip
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
 
