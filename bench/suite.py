@@ -111,31 +111,42 @@ _RESOLVE = """
 import json, sys
 from natgrad.rl.config import concern_classes, parse_value, split_fields
 from natgrad.rl.presets import preset_for
-env, algo, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-classes = concern_classes(algo)
-owner = {n: cls for cls in classes.values() for n in cls.field_names()}
-values = {k: parse_value(owner[k], k, v) for k, v in overrides.items()}
-try:
-    preset = preset_for(env, algo)[0]
-except TypeError:  # a loader without algorithm-specific tables
-    preset = preset_for(env)[0]
-parts = split_fields({**preset, **values}, algo)
-print(json.dumps({c: classes[c].from_dict(parts[c]).to_dict() for c in classes}))
+out = []
+for env, algo, overrides in json.loads(sys.stdin.read()):
+    classes = concern_classes(algo)
+    owner = {n: cls for cls in classes.values() for n in cls.field_names()}
+    values = {k: parse_value(owner[k], k, v) for k, v in overrides.items()}
+    try:
+        preset = preset_for(env, algo)[0]
+    except TypeError:  # a loader without algorithm-specific tables
+        preset = preset_for(env)[0]
+    parts = split_fields({**preset, **values}, algo)
+    out.append({c: classes[c].from_dict(parts[c]).to_dict() for c in classes})
+print(json.dumps(out))
 """
 _resolved: dict[tuple, dict[str, Any]] = {}
 
 
+def resolve_configs(src: Path, items: list[tuple[str, str, tuple]]) -> list[dict[str, Any]]:
+    """The configs ``natgrad train`` builds from the preset and ``--set`` for each
+    ``(env, algo, overrides)``, by the code in ``src`` (one subprocess for all)."""
+    keys = [(str(src), e, a, tuple(sorted(o))) for e, a, o in items]
+    todo = sorted({k for k in keys if k not in _resolved})
+    if todo:
+        payload = json.dumps([[e, a, dict(o)] for _, e, a, o in todo])
+        out = subprocess.run([sys.executable, "-c", _RESOLVE], input=payload, text=True,
+                             capture_output=True, env={**os.environ, "PYTHONPATH": str(src)},
+                             check=False)  # fmt: skip
+        if out.returncode != 0:
+            raise ValueError(f"resolving {[k[1:] for k in todo]}: {out.stderr.strip()[-800:]}")
+        for key, cfg in zip(todo, json.loads(out.stdout), strict=True):
+            _resolved[key] = cfg
+    return [_resolved[k] for k in keys]
+
+
 def resolve_config(src: Path, env_id: str, algo: str, overrides: tuple = ()) -> dict[str, Any]:
     """The config ``natgrad train`` builds from the preset and ``--set`` (the code in ``src``)."""
-    key = (str(src), env_id, algo, tuple(sorted(overrides)))
-    if key not in _resolved:
-        out = subprocess.run([sys.executable, "-c", _RESOLVE, env_id, algo,
-                              json.dumps(dict(overrides))], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(src)}, check=False)  # fmt: skip
-        if out.returncode != 0:
-            raise ValueError(f"{env_id} {algo} {dict(overrides)}: {out.stderr.strip()[-500:]}")
-        _resolved[key] = json.loads(out.stdout)
-    return _resolved[key]
+    return resolve_configs(src, [(env_id, algo, overrides)])[0]
 
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +391,7 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
     queued: set[tuple] = set()
 
     def add(more: list[Job]) -> None:
+        resolve_configs(src, [(j.env, j.algo, j.overrides) for j in more if j not in known])
         for job in more:
             if job in known:
                 continue

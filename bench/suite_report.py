@@ -146,10 +146,12 @@ def summary(lines: list[dict[str, Any]]) -> str:
 
 def preset_runs(lines: list[dict[str, Any]], src: Path, steps: int) -> dict[tuple, list]:
     """The runs with the settings of today's preset (asked for by preset or by ``--set``)."""
-    from suite import resolve_config, settings_hash
+    from suite import resolve_config, resolve_configs, settings_hash
 
     out: dict[tuple, list] = {}
-    for (env, algo, st, dig), runs in groups(lines).items():
+    found = groups(lines)
+    resolve_configs(src, sorted({(env, algo, ()) for env, algo, _, _ in found}))
+    for (env, algo, st, dig), runs in found.items():
         if st == steps and dig == settings_hash(resolve_config(src, env, algo)):
             out[(env, algo)] = runs
     return out
