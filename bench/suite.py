@@ -564,7 +564,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "summary":
         print(summary(read_results(args.results)))
     else:
-        render(read_results(args.results), ROOT / "src")
+        results = args.results.parent
+        render(read_results(args.results), ROOT / "src",
+               ttr_lines=read_results(results / "time_to_return.jsonl"),
+               gsde_lines=read_results(results / "gsde.jsonl"))  # fmt: skip
 
 
 if __name__ == "__main__":

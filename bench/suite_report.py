@@ -158,8 +158,14 @@ def preset_runs(lines: list[dict[str, Any]], src: Path, steps: int) -> dict[tupl
 
 
 def render(lines: list[dict[str, Any]], src: Path, steps: int = 1_000_000,
-           doc: Path = DOC, plot: Path | None = PLOT) -> str:  # fmt: skip
-    """Write the results section (markdown) and the curve grid; returns the markdown."""
+           doc: Path = DOC, plot: Path | None = PLOT,
+           ttr_lines: list[dict[str, Any]] | None = None,
+           gsde_lines: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
+    """Write the results section (markdown) and the curve grid; returns the markdown.
+
+    ``ttr_lines`` (``bench/results/time_to_return.jsonl``) and ``gsde_lines``
+    (``bench/results/gsde.jsonl``) add their tables when given.
+    """
     from suite import TASKS
 
     chosen = preset_runs(lines, src, steps)
@@ -197,6 +203,8 @@ def render(lines: list[dict[str, Any]], src: Path, steps: int = 1_000_000,
         md.append("| " + " | ".join(cells) + " |")
     md += ["", "Sources:", ""] + [f"* {COLUMNS[c]}: {SOURCES[c]}" for c in COLUMNS]
     md += ["", "![Learning curves of the suite](img/suite.png)", ""]
+    md += time_to_return_section(ttr_lines or [])
+    md += gsde_section(gsde_lines or [])
     text = "\n".join(md)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
@@ -239,3 +247,54 @@ def plot_grid(chosen: dict[tuple, list], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+
+
+def time_to_return_section(lines: list[dict[str, Any]]) -> list[str]:
+    """The time-to-return table: per env and seed, both arms' seconds to the level."""
+    if not lines:
+        return []
+    md = [
+        "### Time to return against sb3-contrib",
+        "",
+        "Wall seconds until the training return (mean of the last 100 episodes) first reaches "
+        "sb3-contrib's documented final return, natgrad's preset against sb3-contrib 2.9 "
+        "with rl-baselines3-zoo's settings, run side by side on this machine (one process "
+        "each, same seed); `python bench/time_to_return.py`. Target: natgrad ≤ 1/4 of "
+        "sb3-contrib's time, or sb3-contrib never gets there within 1M steps.",
+        "",
+        "| env | level | seed | natgrad s (steps) | sb3-contrib s (steps) | ratio | final eval natgrad / sb3 |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+
+    def arm(a: dict[str, Any]) -> str:
+        if a["wall_s_to_level"] is None:
+            return f"not reached in {a['wall_s']:,.0f} s"
+        return f"{a['wall_s_to_level']:,.0f} ({a['env_steps_to_level'] / 1e3:,.0f}k)"
+
+    for x in sorted(lines, key=lambda x: (x["env"], x["seed"])):
+        ratio = "–" if x["ratio"] is None else f"{x['ratio']:.2f}"
+        md.append(f"| {x['env']} | {x['level']:,.0f} | {x['seed']} | {arm(x['natgrad'])} | "
+                  f"{arm(x['sb3'])} | {ratio} | {x['natgrad']['eval_mean']:,.0f} / "
+                  f"{x['sb3']['eval_mean']:,.0f} |")  # fmt: skip
+    return [*md, ""]
+
+
+def gsde_section(lines: list[dict[str, Any]]) -> list[str]:
+    """gSDE runs (``bench/results/gsde.jsonl``), grouped by env, settings and steps."""
+    if not lines:
+        return []
+    md = [
+        "### gSDE",
+        "",
+        "`use_sde=true` (generalised state-dependent exploration); deterministic evaluation "
+        "of 10 episodes at the end, mean ± std over seeds; `python bench/suite.py run "
+        "... --results bench/results/gsde.jsonl`.",
+        "",
+        "| env | steps | settings over the preset | seeds | mean ± std | per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (env, _, steps, _), runs in sorted(groups(lines).items()):
+        m, s, vals = _stat(runs)
+        md.append(f"| {env} | {steps / 1e3:,.0f}k | {_label(runs)} | {len(runs)} | "
+                  f"**{_pm(m, s)}** | {', '.join(_fmt(v, m) for v in vals)} |")  # fmt: skip
+    return [*md, ""]
