@@ -111,3 +111,14 @@ def test_time_to_return_runs_both_arms_side_by_side(tmp_path):
     for arm in ("natgrad", "sb3"):
         assert line[arm]["wall_s_to_level"] > 0 and line[arm]["env_steps_to_level"] <= 2048
     assert line["ratio"] > 0 and line["suite_line"]["first_reach"]["time_to"]["level"] == 3.0
+
+
+def test_env_scaling_bench_measures_and_models_in_a_tiny_setting():
+    bench = load("env_scaling")
+    res = bench.measure("Pendulum-v1", repeats=1, iterations=2, n_envs=2, n_steps=64, raw_steps=500)
+    assert res["fraction_of_raw"] > 0 and res["t_collect_us"] > 0 and res["policy_step_s"] > 0
+    rates = [bench.model(res, k, "local", 2048 * max(8, k - 2)) for k in (2, 8, 32, 128)]
+    assert all(r > 0 for r in rates) and rates[-1] >= rates[0]  # more cores, no slower
+    assert bench.model(res, 32, "ray", 2048 * 30) > 0
+    with pytest.raises(ValueError, match="backend"):
+        bench.model(res, 8, "mpi", 2048)
