@@ -301,7 +301,8 @@ def commit_results(results: Path, message: str) -> None:
         subprocess.run(["git", "-C", str(repo), "add", str(results)], capture_output=True)
         done = subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--",
                                str(results)], capture_output=True, text=True)  # fmt: skip
-        if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
+        said = done.stdout + done.stderr
+        if done.returncode == 0 or "nothing" in said or "no changes" in said:
             return
         time.sleep(3)
     print(f"suite: could not commit {results}: {done.stderr.strip()}", file=sys.stderr)

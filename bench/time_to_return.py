@@ -44,7 +44,6 @@ def run_pair(env_id: str, seed: int, steps: int, out: Path, src: Path, commit: s
     run_dir.mkdir(parents=True)
     (run_dir / "suite_start.json").write_text(json.dumps({"time": time.time()}))
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
     with open(run_dir.with_name(f"seed{seed}.natgrad.log"), "w") as log:
         ours = subprocess.Popen(suite.command(job, run_dir, python), stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=str(out))  # fmt: skip
@@ -54,10 +53,11 @@ def run_pair(env_id: str, seed: int, steps: int, out: Path, src: Path, commit: s
                    "--label", str(run_dir)]  # fmt: skip
         theirs = subprocess.run(sb3_cmd, capture_output=True, text=True, env=env)
         ours.wait()
-    wall = time.perf_counter() - t0
     if ours.returncode != 0 or theirs.returncode != 0:
         raise RuntimeError(f"{env_id} seed {seed}: natgrad exit {ours.returncode}, sb3 exit "
                            f"{theirs.returncode}: {theirs.stderr[-2000:]}")  # fmt: skip
+    started = json.loads((run_dir / "suite_start.json").read_text())["time"]
+    wall = (run_dir / "eval.json").stat().st_mtime - started  # natgrad's own wall time
     ng = suite.collect(job, run_dir, wall, commit, digest, {"time_to": level})
     sb3 = next(json.loads(s) for s in reversed(theirs.stdout.splitlines()) if '"seed"' in s)
     ng_t = (ng["first_reach"].get("time_to") or {}).get("wall_s")
