@@ -480,6 +480,9 @@ def run_suite(jobs: list[Job], results: Path = RESULTS, out: Path = OUT, n_jobs:
             if proc.returncode != 0 or not (run_dir / "eval.json").exists():
                 print(f"suite: FAILED {job} (exit {proc.returncode}); see {log.name}", flush=True)
                 continue
+            started = _start_record(run_dir).get("time")  # the run's own end, not when seen
+            if started is not None:
+                wall = (run_dir / "eval.json").stat().st_mtime - float(started)
             record(job, run_dir, wall, rev, digest)
     return new
 
