@@ -6,8 +6,9 @@ train`` at the env's preset, through ``bench/suite.py``'s machinery, pinned sour
 and one sb3-contrib training (``bench/sb3_learning.py --time-to LEVEL``) at the same
 time, so that they see the same machine load.  The training return is the mean of the
 last 100 episodes in both (natgrad's ``episode_return``, sb3's ``ep_rew_mean``); the
-clock starts when each process starts.  While a pair runs, the suite's schedulers start
-nothing (``scope_pause``), and a pair waits for their runs in flight to end.  One JSON
+clock starts when each process starts.  A pair waits for the suite's runs in flight to
+end, and the suite's schedulers start nothing (``scope_pause``) until natgrad's arm ends;
+then they use its core again, so that sb3-contrib's arm keeps seeing two busy cores.  One JSON
 line per pair goes to
 ``bench/results/time_to_return.jsonl``; the natgrad run is also a suite run, and is
 added to ``bench/results/suite.jsonl`` if that run is not there yet.
@@ -18,6 +19,7 @@ added to ``bench/results/suite.jsonl`` if that run is not there yet.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -32,8 +34,13 @@ RESULTS = suite.ROOT / "bench" / "results" / "time_to_return.jsonl"
 
 
 def run_pair(env_id: str, seed: int, steps: int, out: Path, src: Path, commit: str,
-             level: float, python: str = sys.executable) -> dict[str, Any]:  # fmt: skip
-    """Run natgrad and sb3-contrib at once on (env, seed); both arms' time to ``level``."""
+             level: float, python: str = sys.executable,
+             on_first_done: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Run natgrad and sb3-contrib at once on (env, seed); both arms' time to ``level``.
+
+    ``on_first_done()`` is called when natgrad's arm ends (the suite may then use its
+    core again, keeping the load on sb3-contrib's arm as it was).
+    """
     import os
     import shutil
 
@@ -51,15 +58,23 @@ def run_pair(env_id: str, seed: int, steps: int, out: Path, src: Path, commit: s
                    "--first-seed", str(seed), "--seeds", "1", "--jobs", "1",
                    "--steps", str(steps), "--time-to", str(level),
                    "--label", str(run_dir)]  # fmt: skip
-        theirs = subprocess.run(sb3_cmd, capture_output=True, text=True, env=env)
-        ours.wait()
+        with open(run_dir.with_name(f"seed{seed}.sb3.log"), "w+") as sb3_log:
+            theirs = subprocess.Popen(sb3_cmd, stdout=sb3_log, stderr=subprocess.STDOUT,
+                                      text=True, env=env)  # fmt: skip
+            while ours.poll() is None:
+                time.sleep(2)
+            if on_first_done is not None:
+                on_first_done()
+            theirs.wait()
+            sb3_log.seek(0)
+            sb3_out = sb3_log.read()
     if ours.returncode != 0 or theirs.returncode != 0:
         raise RuntimeError(f"{env_id} seed {seed}: natgrad exit {ours.returncode}, sb3 exit "
-                           f"{theirs.returncode}: {theirs.stderr[-2000:]}")  # fmt: skip
+                           f"{theirs.returncode}: {sb3_out[-2000:]}")  # fmt: skip
     started = json.loads((run_dir / "suite_start.json").read_text())["time"]
     wall = (run_dir / "eval.json").stat().st_mtime - started  # natgrad's own wall time
     ng = suite.collect(job, run_dir, wall, commit, digest, {"time_to": level})
-    sb3 = next(json.loads(s) for s in reversed(theirs.stdout.splitlines()) if '"seed"' in s)
+    sb3 = next(json.loads(s) for s in reversed(sb3_out.splitlines()) if '"seed"' in s)
     ng_t = (ng["first_reach"].get("time_to") or {}).get("wall_s")
     sb3_t = sb3["time_to"]["wall_s"]
     return {
@@ -97,7 +112,16 @@ def main() -> None:
             try:
                 while suite.trainings_in(scope, suite._cmdlines()):
                     time.sleep(10)
-                line = run_pair(env_id, seed, args.steps, args.out, src, commit, TIME_TO[env_id])
+                line = run_pair(
+                    env_id,
+                    seed,
+                    args.steps,
+                    args.out,
+                    src,
+                    commit,
+                    TIME_TO[env_id],
+                    on_first_done=functools.partial(hold.unlink, missing_ok=True),
+                )
             finally:
                 hold.unlink(missing_ok=True)
             args.results.parent.mkdir(parents=True, exist_ok=True)
