@@ -140,3 +140,76 @@ def test_minatar_bench_runs_each_arm_and_the_speed_probe(tmp_path):
     speed = bench.speed(repeats=1, n_steps=64)
     assert speed["speedup_ggn"] > 0 and speed["kfac_step_over_grad"] > 0
     assert speed["sampler_us_per_step"] > 0
+
+
+def test_suite_runs_resumes_and_renders_in_a_tiny_setting(tmp_path):
+    suite = load("suite")
+    results, out = tmp_path / "suite.jsonl", tmp_path / "out"
+    jobs = suite.make_jobs(["InvertedPendulum-v5"], ["trpo", "npg"], [0], 512, [])
+    jobs += suite.make_jobs(["InvertedPendulum-v5"], ["trpo"], [1], 512, ["max_kl=0.02"])
+    new = suite.run_suite(jobs, results, out, n_jobs=2, pause_file=None, poll=0.2)
+    assert len(new) == 3 and len(suite.read_results(results)) == 3
+    for line in new:
+        assert 0 < line["eval"]["mean"] <= 1000 and len(line["eval"]["returns"]) == 10
+        assert line["env_steps"] >= 512 and line["wall_s"] > 0 and line["steps_per_s"] > 0
+        assert line["curve"]["env_steps"][-1] == line["env_steps"] and line["commit"]
+        assert suite.flat_config(line["config"])["seed"] == line["seed"]
+    assert (
+        new[-1]["overrides"] == {"max_kl": "0.02"}
+        and suite.flat_config(new[-1]["config"])["max_kl"] == 0.02
+    )
+    # a second call finds every run done and starts nothing
+    assert suite.run_suite(jobs, results, out, n_jobs=2, pause_file=None, poll=0.2) == []
+    # runs finished on disk whose lines were lost (the scheduler died) are collected, not rerun
+    lines = results.read_text()
+    results.unlink()
+    queue = tmp_path / "queue.txt"
+    queue.write_text("--envs InvertedPendulum-v5 --algos trpo,npg --seeds 0 --steps 512\n"
+                     "# a comment\n--envs InvertedPendulum-v5 --algos trpo --seeds 1 --steps 512 "
+                     "--set max_kl=0.02\n")  # fmt: skip
+    assert len(suite.read_queue(queue)) == 3
+    adopted = suite.run_suite([], results, out, n_jobs=2, pause_file=None, poll=0.2, queue=queue)
+    assert sorted(x["eval"]["mean"] for x in adopted) == sorted(x["eval"]["mean"] for x in new)
+    assert all(x["commit"] == new[0]["commit"] for x in adopted)
+    results.write_text(lines)
+    report = load("suite_report")
+    doc, plot = tmp_path / "results.md", tmp_path / "suite.png"
+    text = report.render(
+        suite.read_results(results), suite.ROOT / "src", steps=512, doc=doc, plot=plot
+    )
+    assert "| InvertedPendulum |" in text and plot.stat().st_size > 0 and doc.read_text() == text
+    row = next(s for s in text.splitlines() if s.startswith("| InvertedPendulum |"))
+    assert (
+        row.count("(1)") == 2
+    )  # TRPO and NPG at the preset, one seed each; the variant is left out
+    assert "max_kl=0.02" in report.summary(suite.read_results(results))
+
+
+def test_suite_rejects_bad_job_specs():
+    suite = load("suite")
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        suite.make_jobs(["Hopper-v5"], ["ppo"], [0], 100, [])
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        suite.make_jobs(["Hopper-v5"], ["trpo"], [0], 100, ["max_kl"])
+    assert suite.parse_seeds("0-2,5") == [0, 1, 2, 5]
+
+
+def test_time_to_return_runs_both_arms_side_by_side(tmp_path):
+    suite = load("suite")  # puts bench/ on sys.path for the imports below
+    ttr = load("time_to_return")
+    src, commit = suite.pin_sources(suite.ROOT, tmp_path)
+    line = ttr.run_pair("InvertedPendulum-v5", 0, 2048, tmp_path, src, commit, level=3.0)
+    for arm in ("natgrad", "sb3"):
+        assert line[arm]["wall_s_to_level"] > 0 and line[arm]["env_steps_to_level"] <= 2048
+    assert line["ratio"] > 0 and line["suite_line"]["first_reach"]["time_to"]["level"] == 3.0
+
+
+def test_env_scaling_bench_measures_and_models_in_a_tiny_setting():
+    bench = load("env_scaling")
+    res = bench.measure("Pendulum-v1", repeats=1, iterations=2, n_envs=2, n_steps=64, raw_steps=500)
+    assert res["fraction_of_raw"] > 0 and res["t_collect_us"] > 0 and res["policy_step_s"] > 0
+    rates = [bench.model(res, k, "local", 2048 * max(8, k - 2)) for k in (2, 8, 32, 128)]
+    assert all(r > 0 for r in rates) and rates[-1] >= rates[0]  # more cores, no slower
+    assert bench.model(res, 32, "ray", 2048 * 30) > 0
+    with pytest.raises(ValueError, match="backend"):
+        bench.model(res, 8, "mpi", 2048)

@@ -40,6 +40,7 @@ def _same(a, b):
         (TRPO, "CartPole-v1", {}),
         (NPG, "Pendulum-v1", dict(normalize_obs=True, normalize_reward=True)),
         (TRPO, "Pendulum-v1", dict(fisher="kfac")),
+        (TRPO, "Pendulum-v1", dict(use_sde=True, sde_sample_freq=5)),
     ],
 )
 @pytest.mark.parametrize("helper", [False, True])
@@ -106,9 +107,10 @@ def test_custom_actor_and_critic_use_the_autograd_paths(caplog):
     agent.close()
 
 
-def test_fast_paths_switch_gives_the_same_training_to_rounding():
+@pytest.mark.parametrize("sde", [{}, dict(use_sde=True, sde_sample_freq=4)])
+def test_fast_paths_switch_gives_the_same_training_to_rounding(sde):
     """The numpy sampler, hand-linearised Fisher and numpy critic against autograd."""
-    exact = dict(seed=4, cg_atol=0.0, cg_rtol=0.0)  # CG runs all its iterations in both
+    exact = dict(seed=4, cg_atol=0.0, cg_rtol=0.0, **sde)  # CG runs all its iterations
     fast = small(TRPO, "Pendulum-v1", **exact)
     slow = small(TRPO, "Pendulum-v1", fast_paths=False, **exact)
     assert fast.policy.actor_spec is not None and slow.policy.actor_spec is None

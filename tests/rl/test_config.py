@@ -115,9 +115,9 @@ def test_parse_value_by_type():
 
 def test_presets_cite_sources_and_are_valid():
     for env_id in [*preset_env_ids(), "Acrobot-v1", "Walker2d-v5"]:
-        values, source = preset_for(env_id)
-        assert "rl-baselines3-zoo" in source or "sb3-contrib" in source
         for algo in ("trpo", "npg"):
+            values, source = preset_for(env_id, algo)
+            assert "rl-baselines3-zoo" in source or "sb3-contrib" in source
             parts = split_fields(values, algo)
             for concern, cls in concern_classes(algo).items():
                 cls.from_dict(parts[concern])
@@ -129,3 +129,23 @@ def test_presets_cite_sources_and_are_valid():
         "HalfCheetah-v5",
     }
     assert env_family("Walker2d-v5") == "mujoco" and env_family("Acrobot-v1") == "classic_control"
+
+
+def test_npg_presets_lay_their_own_tables_over_trpos(monkeypatch):
+    from natgrad.rl import presets
+
+    data = {
+        "defaults": {"mujoco": {"source": "zoo", "max_kl": 0.01, "gamma": 0.99}},
+        "npg": {"defaults": {"mujoco": {"source": "npg tuning", "max_kl": 0.02}}},
+        "envs": {"Hopper-v5": {"source": "hopper", "gamma": 0.995,
+                               "npg": {"source": "hopper npg", "max_kl": 0.005}}},
+    }  # fmt: skip
+    monkeypatch.setattr(presets, "_load", lambda: data)
+    trpo, src = preset_for("Hopper-v5")
+    assert trpo == {"max_kl": 0.01, "gamma": 0.995} and src == "hopper; zoo"
+    npg, src = preset_for("Hopper-v5", "npg")
+    assert npg == {"max_kl": 0.005, "gamma": 0.995}
+    assert src == "hopper npg; hopper; npg tuning; zoo"
+    assert preset_for("Walker2d-v5", "npg")[0] == {"max_kl": 0.02, "gamma": 0.99}
+    with pytest.raises(ValueError, match="algo="):
+        preset_for("Hopper-v5", "ppo")

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         algo = args.algo or "trpo"
         env = args.env or DEFAULT_ENV
-        preset, source = ({}, "") if args.no_preset else preset_for(env)
+        preset, source = ({}, "") if args.no_preset else preset_for(env, algo)
         settings = {**preset, **settings_from_args(args, algo)}
         parts = split_fields(settings, algo)
         run_cfg = RunConfig.from_dict(parts["run"])

@@ -4,6 +4,7 @@ from natgrad.distributions.base import Distribution, NonFiniteError
 from natgrad.distributions.bernoulli import Bernoulli
 from natgrad.distributions.categorical import Categorical, MultiCategorical
 from natgrad.distributions.gaussian import DiagGaussian
+from natgrad.distributions.sde import StateDependentGaussian
 
 __all__ = [
     "Bernoulli",
@@ -12,4 +13,5 @@ __all__ = [
     "Distribution",
     "MultiCategorical",
     "NonFiniteError",
+    "StateDependentGaussian",
 ]

@@ -44,6 +44,9 @@ class MLPFisher(FisherOperator):
         log_std: The state-independent log σ parameter, appended to the parameters
             (its Jacobian is the identity, broadcast over the batch), or None.
         damping: λ in ``F + λI``.
+        with_latent: Call ``make_dist(output, latent=z)`` with z the input of the last layer
+            (gSDE's features z, seen without gradient); ``log_std`` is then the
+            ``(k, d)`` exploration matrix, broadcast over the batch the same way.
 
     The parameters are ``list(mlp.parameters())`` followed by ``log_std``.
 
@@ -60,6 +63,7 @@ class MLPFisher(FisherOperator):
         *,
         log_std: Tensor | None = None,
         damping: float = 0.0,
+        with_latent: bool = False,
     ) -> None:
         spec = mlp_spec(mlp)
         if spec is None:
@@ -108,7 +112,8 @@ class MLPFisher(FisherOperator):
                 else:
                     h = z
                     self.derivs.append(None)
-            self.dist = make_dist(h).detach()
+            dist = make_dist(h, latent=self.acts[-1]) if with_latent else make_dist(h)  # type: ignore[call-arg]
+            self.dist = dist.detach()
         self.n = inputs.shape[0]
 
     def jvp(self, vs: list[Tensor]) -> tuple[Tensor, ...]:
@@ -129,8 +134,8 @@ class MLPFisher(FisherOperator):
                 z.addmm_(t, w.t())
             t = z.mul_(d) if d is not None else z
         assert t is not None  # at least one layer (checked in __init__)
-        if self.has_log_std:
-            return (t, vs[-1].expand_as(t))
+        if self.has_log_std:  # the same log σ (vector or gSDE matrix) for every row
+            return (t, vs[-1].expand(self.dist.params[1].shape))
         return (t,)
 
     def _vjp(self, cots: tuple[Tensor, ...]) -> list[Tensor]:

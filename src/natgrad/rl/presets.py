@@ -30,20 +30,29 @@ def env_family(env_id: str) -> str:
     return "other"
 
 
-def preset_for(env_id: str) -> tuple[dict[str, Any], str]:
-    """The preset fields for ``env_id`` and the source they cite.
+def preset_for(env_id: str, algo: str = "trpo") -> tuple[dict[str, Any], str]:
+    """The preset fields for ``env_id`` under ``algo`` and the sources they cite.
 
-    The env's own table is laid over its family's defaults.
+    Layers, later over earlier: the env family's defaults, ``[npg.defaults.<family>]``
+    (NPG only), the env's own table, and its ``[envs."<id>".npg]`` subtable (NPG only).
     """
+    if algo not in ("trpo", "npg"):
+        raise ValueError(f"algo={algo!r}; presets exist for 'trpo' and 'npg'")
     data = _load()
     family = env_family(env_id)
-    values = dict(data["defaults"][family])
-    sources = [values.pop("source")]
-    own = data.get("envs", {}).get(env_id)
-    if own is not None:
-        own = dict(own)
-        sources.append(own.pop("source"))
-        values.update(own)
+    own = dict(data.get("envs", {}).get(env_id) or {})
+    own_npg = own.pop("npg", None)
+    layers = [data["defaults"][family], own]
+    if algo == "npg":
+        layers.insert(1, data.get("npg", {}).get("defaults", {}).get(family) or {})
+        layers.append(own_npg or {})
+    values: dict[str, Any] = {}
+    sources: list[str] = []
+    for layer in layers:
+        layer = dict(layer)
+        if "source" in layer:
+            sources.append(layer.pop("source"))
+        values.update(layer)
     return values, "; ".join(reversed(sources))
 
 

@@ -35,8 +35,6 @@ __all__ = ["POLICY_NAMES", "Resolved", "resolve_arguments"]
 
 SB3_NO_OPS: dict[str, Any] = {
     "stats_window_size": 100,
-    "use_sde": False,
-    "sde_sample_freq": -1,
     "rollout_buffer_class": None,
     "rollout_buffer_kwargs": None,
     "_init_setup_model": True,
@@ -111,7 +109,7 @@ def resolve_arguments(
     preset: dict[str, Any] = {}
     preset_source = ""
     if use_preset and isinstance(env, str) and config is None:
-        preset, preset_source = preset_for(source.env_id or env)
+        preset, preset_source = preset_for(source.env_id or env, algo)
     parts = split_fields(preset, algo)
     given = split_fields(_drop_no_ops(hyperparameters, algo), algo, aliases=True)
     if given["run"]:

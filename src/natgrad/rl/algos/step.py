@@ -162,6 +162,11 @@ def make_kfac(policy: ActorCritic, cfg: AlgoConfig, seed: int) -> KFAC | None:
     """The K-FAC state for ``cfg.fisher == "kfac"`` (factors averaged across iterations)."""
     if cfg.fisher != "kfac":
         return None
+    if policy.use_sde:
+        raise ValueError(
+            "fisher='kfac' does not support use_sde=True (K-FAC knows the Fisher of a "
+            "state-independent log σ only); use fisher='ggn' with gSDE"
+        )
     from natgrad.optim.kfac import KFAC
 
     return KFAC(policy.actor, damping=cfg.cg_damping, factor_decay=0.95, inverse_every=1,
@@ -194,9 +199,10 @@ def fisher_operator(
         return MLPFisher(
             policy.actor,  # type: ignore[arg-type]
             sub_obs,
-            lambda out: policy.distribution_from_output(out, sub_masks),
+            lambda out, latent=None: policy.distribution_from_output(out, sub_masks, latent=latent),
             log_std=policy.log_std,
             damping=cfg.cg_damping,
+            with_latent=policy.use_sde,
         )
     cls = KLHessianFisher if cfg.fisher == "kl_hessian" else GGNFisher
     if sub_obs is obs:

@@ -36,7 +36,15 @@ class PolicyConfig(ConfigBase):
     ortho_init: bool = True
     """Orthogonal initialisation (gains √2 hidden, 0.01 policy head, 1 value head)."""
     log_std_init: float = 0.0
-    """Initial state-independent log σ of Gaussian policies."""
+    """Initial log σ of Gaussian policies (with use_sde: of every entry of the exploration
+    log-std matrix)."""
+    use_sde: bool = False
+    """Generalised state-dependent exploration (gSDE, Box actions, the default MLP actor):
+    the noise is z(s) ε, z the actor's last hidden layer, ε a matrix held for
+    sde_sample_freq steps (SB3: use_sde)."""
+    sde_sample_freq: int = -1
+    """With use_sde: draw a new exploration matrix every this many steps; -1 only at the
+    start of each rollout (SB3: sde_sample_freq)."""
     features_extractor: str = "auto"
     """How observations become features (SB3: features_extractor_class): "auto" (a CNN
     per image, NatureCNN from 36×36 up and the small MinAtar CNN below; vectors as they
@@ -59,6 +67,9 @@ class PolicyConfig(ConfigBase):
         kw = self.features_extractor_kwargs
         if kw is not None and not (isinstance(kw, dict) and all(isinstance(k, str) for k in kw)):
             _bad("features_extractor_kwargs", kw, "a dict of keyword arguments, or None")
+        freq = self.sde_sample_freq
+        if isinstance(freq, bool) or not isinstance(freq, int) or (freq < 1 and freq != -1):
+            _bad("sde_sample_freq", freq, "an int >= 1, or -1 (once per rollout)")
         for name in ("policy_hidden", "critic_hidden"):
             sizes = getattr(self, name)
             if not sizes or any(
@@ -71,9 +82,9 @@ class PolicyConfig(ConfigBase):
         cls, kwargs: Mapping[str, Any] | None, base: PolicyConfig | None = None
     ) -> PolicyConfig:
         """Read SB3-style ``policy_kwargs`` (``net_arch``, ``activation_fn``,
-        ``log_std_init``, ``ortho_init``, ``features_extractor_class``,
-        ``features_extractor_kwargs``, ``share_features_extractor=False``) and natgrad's own
-        field names over ``base``.
+        ``log_std_init``, ``ortho_init``, ``use_sde``, ``sde_sample_freq``,
+        ``features_extractor_class``, ``features_extractor_kwargs``,
+        ``share_features_extractor=False``) and natgrad's own field names over ``base``.
 
         ``net_arch`` is a list (both networks) or ``dict(pi=[...], vf=[...])``;
         ``activation_fn`` is ``nn.Tanh``/``nn.ReLU`` (the class) or ``"tanh"``/``"relu"``;

@@ -6,8 +6,10 @@ part per ``Dict`` key) in front of the MLP otherwise (SB3's ``CnnPolicy`` and
 ``MultiInputPolicy``); actor and critic each have their own.
 
 The action space picks the distribution: a state-independent log σ Gaussian
-for ``Box``, ``Categorical`` for ``Discrete``, ``MultiCategorical`` for
-``MultiDiscrete`` and ``Bernoulli`` for ``MultiBinary``.  Users may pass their
+for ``Box`` (or, with ``use_sde``, gSDE's state-dependent Gaussian,
+:class:`~natgrad.distributions.StateDependentGaussian`), ``Categorical`` for
+``Discrete``, ``MultiCategorical`` for ``MultiDiscrete`` and ``Bernoulli`` for
+``MultiBinary``.  Users may pass their
 own actor and critic modules: the actor maps observations to the
 distribution's mean or logits, the critic to one value per observation.
 
@@ -39,6 +41,7 @@ from natgrad.distributions import (
     DiagGaussian,
     Distribution,
     MultiCategorical,
+    StateDependentGaussian,
 )
 from natgrad.mlp import MLPSpec, mlp_spec
 from natgrad.rl.config.policy import PolicyConfig
@@ -107,6 +110,11 @@ class ActorCritic(nn.Module):
             custom extractor, each default network is a feature extractor then the MLP.
         features_extractor, features_dim, features_extractor_kwargs: The extractor
             (see :class:`~natgrad.rl.config.PolicyConfig`).
+        use_sde: gSDE (Box actions; an ``nn.Sequential`` actor ending in ``nn.Linear``, as
+            the default MLP): ``log_std`` is then a ``(k, d)`` matrix, k the width of the
+            actor's last hidden layer, and the action noise ``z(s) ε`` (SB3's ``use_sde``,
+            with ``full_std=True``, ``learn_features=False``).
+        sde_sample_freq: Steps each exploration matrix ε is held; -1: a whole rollout.
 
     Attributes:
         actor_spec, critic_spec: The :class:`~natgrad.mlp.MLPSpec` of each network when
@@ -130,9 +138,12 @@ class ActorCritic(nn.Module):
         features_extractor: str = "auto",
         features_dim: int = 0,
         features_extractor_kwargs: dict | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
     ) -> None:
         super().__init__()
         self.kind, self.out_dim, self.nvec = kind_for_space(action_space)
+        self.use_sde, self.sde_sample_freq = bool(use_sde), int(sde_sample_freq)
         self.action_space = action_space
 
         def network(hidden: Sequence[int], n_out: int, gain: float) -> nn.Module:
@@ -151,8 +162,11 @@ class ActorCritic(nn.Module):
 
         self.actor = actor if actor is not None else network(policy_hidden, self.out_dim, 0.01)
         self.critic = critic if critic is not None else network(critic_hidden, 1, 1.0)
+        shape: tuple[int, ...] = (self.out_dim,)
+        if self.use_sde:
+            shape = (self._sde_latent_dim(action_space), self.out_dim)
         self.log_std = (
-            nn.Parameter(torch.full((self.out_dim,), float(log_std_init)))
+            nn.Parameter(torch.full(shape, float(log_std_init)))
             if self.kind == "gaussian"
             else None
         )
@@ -161,6 +175,25 @@ class ActorCritic(nn.Module):
         self.critic_spec = self._spec("critic", self.critic, custom=critic is not None)
         if self.critic_spec is not None and self.critic_spec.out_features != 1:
             self.critic_spec = None
+
+    def _sde_latent_dim(self, action_space: spaces.Space) -> int:
+        if self.kind != "gaussian":
+            raise ValueError(
+                f"use_sde=True needs a Box action space (gSDE perturbs continuous actions); "
+                f"the action space is {action_space}"
+            )
+        last = self.actor[-1] if isinstance(self.actor, nn.Sequential) else None
+        if not isinstance(last, nn.Linear) or len(self.actor) < 2:  # type: ignore[arg-type]
+            raise ValueError(
+                "use_sde=True needs an nn.Sequential actor ending in nn.Linear (the default "
+                f"MLP is one): its input is gSDE's latent z; got {type(self.actor).__name__}"
+            )
+        return last.in_features
+
+    def latent(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, z)``: the actor's output and the input of its last layer (gSDE)."""
+        z = self.actor[:-1](obs)  # type: ignore[index]
+        return self.actor[-1](z), z  # type: ignore[index]
 
     @classmethod
     def from_config(
@@ -183,6 +216,7 @@ class ActorCritic(nn.Module):
             observation_space=observation_space,
             features_extractor=config.features_extractor, features_dim=config.features_dim,
             features_extractor_kwargs=config.features_extractor_kwargs,
+            use_sde=config.use_sde, sde_sample_freq=config.sde_sample_freq,
         )  # fmt: skip
 
     def _spec(self, name: str, module: nn.Module, *, custom: bool) -> MLPSpec | None:
@@ -197,7 +231,8 @@ class ActorCritic(nn.Module):
         return spec
 
     def policy_parameters(self) -> list[Tensor]:
-        """The tensors the natural step moves: the actor's parameters and log σ."""
+        """The tensors the natural step moves: the actor's parameters and log σ (or gSDE's
+        log-std matrix)."""
         params: list[Tensor] = list(self.actor.parameters())
         return params + [self.log_std] if self.log_std is not None else params
 
@@ -208,11 +243,15 @@ class ActorCritic(nn.Module):
         """The action distribution at ``obs`` (with autograd, unless called under no_grad);
         with ``action_masks`` (``(N, out_dim)`` bool, True = legal) the illegal logits are
         ``-inf``."""
+        if self.use_sde:
+            out, latent = self.latent(obs)
+            return self.distribution_from_output(out, action_masks, latent=latent)
         return self.distribution_from_output(self.actor(obs), action_masks)
 
     def distribution_from_output(
-        self, out: Tensor, action_masks: Tensor | None = None
+        self, out: Tensor, action_masks: Tensor | None = None, *, latent: Tensor | None = None
     ) -> Distribution:
+        """The distribution of the actor's output ``out`` (and, with gSDE, its ``latent``)."""
         if action_masks is not None:
             if self.kind not in ("categorical", "multicategorical"):
                 raise ValueError(
@@ -227,6 +266,10 @@ class ActorCritic(nn.Module):
             out = out.masked_fill(~action_masks, float("-inf"))
         if self.kind == "gaussian":
             assert self.log_std is not None  # set in __init__ for Box spaces
+            if self.use_sde:
+                if latent is None:
+                    raise ValueError("use_sde=True: pass the latent z (see ActorCritic.latent)")
+                return StateDependentGaussian(out, self.log_std, latent.detach())
             return DiagGaussian(out, self.log_std)
         if self.kind == "categorical":
             return Categorical(out)
@@ -245,18 +288,22 @@ class ActorCritic(nn.Module):
         Plain-MLP actors become a :class:`NumpyMLPSampler` (numpy, no autograd); other
         actors run in torch under ``inference_mode``.
         """
-        log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
+        std = None if self.log_std is None else self.log_std.detach().numpy().copy()
+        log_std, sde_log_std = (None, std) if self.use_sde else (std, None)
+        freq = self.sde_sample_freq
         if self.actor_spec is not None:
-            return NumpyMLPSampler(self.actor_spec, self.kind, log_std=log_std, nvec=self.nvec)
-        if self.fast_paths:
+            return NumpyMLPSampler(self.actor_spec, self.kind, log_std=log_std, nvec=self.nvec,
+                                   sde_log_std=sde_log_std, sde_sample_freq=freq)  # fmt: skip
+        if self.fast_paths and not self.use_sde:
             from natgrad.rl.policies.cnn_sampler import cnn_numpy_sampler
 
             fast = cnn_numpy_sampler(self.actor, self.kind, log_std=log_std, nvec=self.nvec)
             if fast is not None:
                 return fast
         return TorchSampler(
-            _CopiedActor(self.actor), self.kind, self.out_dim, log_std=log_std, nvec=self.nvec
-        )
+            _CopiedActor(self.actor, latent=self.use_sde), self.kind, self.out_dim,
+            log_std=log_std, nvec=self.nvec, sde_log_std=sde_log_std, sde_sample_freq=freq,
+        )  # fmt: skip
 
     def actions_to_tensor(self, actions: np.ndarray) -> Tensor:
         """Batch actions as the distribution's ``log_prob`` expects them."""
@@ -267,10 +314,14 @@ class ActorCritic(nn.Module):
 class _CopiedActor:
     """A frozen deep copy of a custom actor, so that rollouts never see a half-updated policy."""
 
-    def __init__(self, actor: nn.Module) -> None:
+    def __init__(self, actor: nn.Module, *, latent: bool = False) -> None:
         import copy
 
         self.module = copy.deepcopy(actor).eval()
+        self.with_latent = latent
 
-    def __call__(self, obs: Tensor) -> Tensor:
+    def __call__(self, obs: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if self.with_latent:  # gSDE: (mean, z), z the input of the last layer
+            z = self.module[:-1](obs)  # type: ignore[index]
+            return self.module[-1](z), z  # type: ignore[index]
         return self.module(obs)

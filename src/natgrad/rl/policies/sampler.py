@@ -14,7 +14,11 @@ envs are grouped. Attributes tell the collector what to draw per env:
 
 Distribution kinds and how noise becomes an action:
 
-* ``"gaussian"``: ``mean + exp(log_std) * noise`` (state-independent ``log_std``);
+* ``"gaussian"``: ``mean + exp(log_std) * noise`` (state-independent ``log_std``); with
+  gSDE (``sde_log_std``, a ``(k, d)`` matrix L), ``mean + z (exp(L) * noise)``: ``noise``
+  is a standard normal ``(k, d)`` matrix per env, ``z`` the actor's last hidden layer,
+  and ``noise_hold`` (``sde_sample_freq``; -1: the whole rollout) tells the collector
+  for how many steps to hold each draw;
 * ``"categorical"``: inverse CDF of ``softmax(logits)`` at one uniform per env;
 * ``"multicategorical"``: one inverse-CDF categorical per sub-action (``nvec``);
 * ``"bernoulli"``: ``uniform < sigmoid(logit)`` per output.
@@ -83,12 +87,42 @@ class _Sampler:
     kind: str
     out_dim: int
 
-    def _init_kind(self, kind: str, out_dim: int, log_std: Any, nvec: Sequence[int] | None) -> None:
+    def _init_kind(
+        self,
+        kind: str,
+        out_dim: int,
+        log_std: Any,
+        nvec: Sequence[int] | None,
+        sde_log_std: Any = None,
+        sde_sample_freq: int = -1,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not supported; use one of {KINDS}")
         self.kind, self.out_dim = kind, int(out_dim)
         self.std: np.ndarray | None = None
+        self.sde_std: np.ndarray | None = None
+        self.noise_hold = 1
         self._splits: list[int] = []
+        if sde_log_std is not None:
+            sde = _as_numpy(sde_log_std)
+            if kind != "gaussian" or sde.ndim != 2 or sde.shape[1] != self.out_dim:
+                raise ValueError(
+                    f"sde_log_std of shape {sde.shape} (kind {kind!r}): gSDE needs a gaussian "
+                    f"policy and a (latent_dim, {self.out_dim}) matrix"
+                )
+            if isinstance(sde_sample_freq, bool) or not (
+                sde_sample_freq == -1 or (isinstance(sde_sample_freq, int) and sde_sample_freq >= 1)
+            ):
+                raise ValueError(
+                    f"sde_sample_freq={sde_sample_freq!r}; it must be an int >= 1, or -1"
+                )
+            self.sde_std = np.exp(sde).astype(np.float32)
+            self.noise_hold = sde_sample_freq
+            self.noise_kind = "normal"
+            self.noise_shape: tuple[int, ...] = tuple(sde.shape)
+            self.action_shape: tuple[int, ...] = (self.out_dim,)
+            self.action_dtype: np.dtype[Any] = np.dtype(np.float32)
+            return
         if kind == "gaussian":
             if log_std is not None:
                 log_std = _as_numpy(log_std).reshape(-1)
@@ -99,8 +133,8 @@ class _Sampler:
                     )
                 self.std = np.exp(log_std).astype(np.float32)
             self.noise_kind, self.noise_shape = "normal", (self.out_dim,)
-            self.action_shape: tuple[int, ...] = (self.out_dim,)
-            self.action_dtype: np.dtype[Any] = np.dtype(np.float32)
+            self.action_shape = (self.out_dim,)
+            self.action_dtype = np.dtype(np.float32)
             return
         self.noise_kind, self.action_dtype = "uniform", np.dtype(np.int64)
         if kind == "categorical":
@@ -120,6 +154,10 @@ class _Sampler:
 
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Distribution parameters (means or logits), shape ``(N, out_dim)``."""
+        raise NotImplementedError
+
+    def params_latent(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The means and the latent features ``z`` of gSDE, ``(N, out_dim)`` and ``(N, k)``."""
         raise NotImplementedError
 
     def _std(self) -> np.ndarray:
@@ -142,6 +180,14 @@ class _Sampler:
         Returns:
             Actions ``(N, *action_shape)`` of dtype ``action_dtype``.
         """
+        if self.sde_std is not None:
+            mean, latent = self.params_latent(obs)
+            self._masked(mean, masks)  # refuses masks: gSDE's actions are continuous
+            eps = noise.astype(np.float32)
+            eps *= self.sde_std
+            act = _einsum("nk,nkd->nd", latent.astype(np.float32), eps)  # row by row, no BLAS
+            act += mean
+            return act
         return self._from_params(self._masked(self.params(obs), masks), noise)
 
     def _masked(self, out: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
@@ -200,6 +246,9 @@ class NumpyMLPSampler(_Sampler):
         log_std: State-independent log standard deviation (gaussian only), shape
             ``(act_dim,)``.
         nvec: Sub-action sizes (multicategorical only).
+        sde_log_std: gSDE's exploration log-std matrix ``(k, act_dim)``, k the width of the
+            last hidden layer (instead of ``log_std``).
+        sde_sample_freq: Steps each gSDE exploration matrix is held (-1: the rollout).
         row_exact: Compute the matrix products with ``np.einsum`` (no BLAS) so each env's
             action is bitwise independent of the batch size / grouping of envs (BLAS
             kernels, hence rounding, change with the number of rows). ``False`` uses
@@ -213,6 +262,8 @@ class NumpyMLPSampler(_Sampler):
         *,
         log_std: Any = None,
         nvec: Sequence[int] | None = None,
+        sde_log_std: Any = None,
+        sde_sample_freq: int = -1,
         row_exact: bool = True,
     ) -> None:
         spec = actor if isinstance(actor, MLPSpec) else mlp_spec(actor)
@@ -233,8 +284,15 @@ class NumpyMLPSampler(_Sampler):
             raise ValueError("actor has no nn.Linear layer")
         self.obs_dim = self.layers[0][0].shape[0]
         self.row_exact = row_exact
-        self._init_kind(kind, self.layers[-1][0].shape[1], log_std, nvec)
-        if kind == "gaussian" and self.std is None:
+        self._init_kind(
+            kind, self.layers[-1][0].shape[1], log_std, nvec, sde_log_std, sde_sample_freq
+        )
+        if self.sde_std is not None and self.sde_std.shape[0] != self.layers[-1][0].shape[0]:
+            raise ValueError(
+                f"sde_log_std has {self.sde_std.shape[0]} rows but the actor's last hidden "
+                f"layer has {self.layers[-1][0].shape[0]} units; they must match"
+            )
+        if kind == "gaussian" and self.std is None and self.sde_std is None:
             raise ValueError("kind='gaussian' needs log_std (shape (act_dim,))")
 
     @classmethod
@@ -260,11 +318,17 @@ class NumpyMLPSampler(_Sampler):
 
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""
+        return self.params_latent(obs)[0]
+
+    def params_latent(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actor output and the input of its last layer (gSDE's ``z``), float32."""
         x = np.asarray(obs, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.obs_dim:
             raise ValueError(f"obs has shape {x.shape}, expected (N, {self.obs_dim})")
         exact = self.row_exact
+        latent = x
         for w, b, act in self.layers:
+            latent = x
             # einsum (no BLAS) sums over k in a fixed order per output element, whatever
             # the number of rows; BLAS picks kernels (and summation orders) by batch size.
             h = _einsum("nk,km->nm", x, w) if exact else x @ w
@@ -274,7 +338,7 @@ class NumpyMLPSampler(_Sampler):
             elif act == "relu":
                 np.maximum(h, 0.0, out=h)
             x = h
-        return x
+        return x, latent
 
 
 class TorchSampler(_Sampler):
@@ -283,7 +347,8 @@ class TorchSampler(_Sampler):
     ``actor(obs_tensor)`` returns the distribution parameters as a tensor of shape
     ``(N, out_dim)``: means (gaussian) or logits. For ``"gaussian"`` it may instead return
     a ``(mean, log_std)`` pair (``log_std`` broadcastable to the mean), in which case the
-    ``log_std`` argument is not needed. Noise is applied exactly as in
+    ``log_std`` argument is not needed; with ``sde_log_std`` (gSDE) it returns the pair
+    ``(mean, latent)``. Noise is applied exactly as in
     :class:`NumpyMLPSampler`. Row independence depends on the actor's kernels.
 
     Args:
@@ -292,6 +357,7 @@ class TorchSampler(_Sampler):
         out_dim: Number of actor outputs (action dim, or number of logits).
         log_std: State-independent log std (gaussian), if the actor returns only means.
         nvec: Sub-action sizes (multicategorical only).
+        sde_log_std, sde_sample_freq: gSDE, as for :class:`NumpyMLPSampler`.
     """
 
     def __init__(
@@ -302,15 +368,27 @@ class TorchSampler(_Sampler):
         *,
         log_std: Any = None,
         nvec: Sequence[int] | None = None,
+        sde_log_std: Any = None,
+        sde_sample_freq: int = -1,
     ) -> None:
         if not callable(actor):
             raise ValueError(f"actor must be callable, got {type(actor).__name__}")
         self.actor = actor
-        self._init_kind(kind, out_dim, log_std, nvec)
+        self._init_kind(kind, out_dim, log_std, nvec, sde_log_std, sde_sample_freq)
         self._call_std: np.ndarray | None = None
+
+    def params_latent(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means and gSDE latent features, from an actor returning ``(mean, latent)``."""
+        with torch.inference_mode():
+            out = self.actor(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise ValueError("with sde_log_std the actor must return a (mean, latent) pair")
+        return _as_numpy(out[0]), _as_numpy(out[1])
 
     def params(self, obs: np.ndarray) -> np.ndarray:
         """Actor output (means or logits) for ``obs`` (N, obs_dim), float32."""
+        if self.sde_std is not None:
+            return self.params_latent(obs)[0]
         with torch.inference_mode():
             out = self.actor(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
         self._call_std = None

@@ -6,7 +6,8 @@ Reproducibility contract (what a distributed backend must preserve):
 * env ``i`` (global index) is built by ``env_factory(i, seed)`` and first reset with seed
   ``seed + i``; its action noise comes from its own generator
   ``default_rng(SeedSequence(seed, spawn_key=(i,)))`` (= ``SeedSequence(seed).spawn(n)[i]``),
-  drawn for the whole rollout at its start;
+  drawn for the whole rollout at its start (one draw per step, or per ``noise_hold`` steps
+  for gSDE's held exploration matrices);
 * samplers are row-independent (see :mod:`natgrad.rl.policies.sampler`);
 * normalisation statistics are frozen during a rollout and updated once afterwards from
   the whole batch in env-index order (:meth:`LocalCollector.update_stats`).
@@ -201,12 +202,16 @@ class LocalCollector:
                 f"build a {kind!r} sampler"
             )
         T, N, D = n_steps, self.n_envs, self.obs_dim
-        noise = np.empty((T, N, *sampler.noise_shape), dtype=np.float64)
+        # one draw per env every `hold` steps (gSDE's sde_sample_freq; -1: the rollout)
+        hold = int(getattr(sampler, "noise_hold", 1))
+        hold = T if hold < 1 else hold
+        draws = -(-T // hold)
+        noise = np.empty((draws, N, *sampler.noise_shape), dtype=np.float64)
         for j, rng in enumerate(self._rngs):
             if sampler.noise_kind == "normal":
-                noise[:, j] = rng.standard_normal((T, *sampler.noise_shape))
+                noise[:, j] = rng.standard_normal((draws, *sampler.noise_shape))
             else:
-                noise[:, j] = rng.random((T, *sampler.noise_shape))
+                noise[:, j] = rng.random((draws, *sampler.noise_shape))
         obs = np.empty((T, N, D), dtype=np.float32)
         actions = np.empty((T, N, *sampler.action_shape), dtype=sampler.action_dtype)
         raw_rew = np.empty((T, N), dtype=np.float64)
@@ -234,10 +239,10 @@ class LocalCollector:
                 if watch is not None:
                     watch.buf[2] = t
                 if cur_masks is None:
-                    a = sampler.sample(obs[t], noise[t])
+                    a = sampler.sample(obs[t], noise[t // hold])
                 else:
                     masks[t] = cur_masks  # type: ignore[index]
-                    a = sampler.sample(obs[t], noise[t], cur_masks)
+                    a = sampler.sample(obs[t], noise[t // hold], cur_masks)
                 actions[t] = a
                 raw, r, te, tr, final, _ = venv.step(to_env(a))
                 raw_rew[t] = r
