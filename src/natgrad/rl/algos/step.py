@@ -196,10 +196,14 @@ def fisher_operator(
         else:
             sub_obs, sub_masks = subsample_batch((obs, masks), cfg.fisher_subsample, gen)
     if cfg.fisher == "ggn" and policy.actor_spec is not None:
+
+        def make_dist(out: Tensor, latent: Tensor | None = None) -> Distribution:
+            return policy.distribution_from_output(out, sub_masks, latent=latent)
+
         return MLPFisher(
             policy.actor,  # type: ignore[arg-type]
             sub_obs,
-            lambda out, latent=None: policy.distribution_from_output(out, sub_masks, latent=latent),
+            make_dist,
             log_std=policy.log_std,
             damping=cfg.cg_damping,
             with_latent=policy.use_sde,
