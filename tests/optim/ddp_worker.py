@@ -143,7 +143,20 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         res["kfac_kaisa"] = train_preconditioned(
             "kfac", "expectation", rank, world, ddp=True, distribute_inverses=True
         )
+        # A damping too small to rescue module 3's singular A factor (its owner fails),
+        # yet not 0, which is refused on every rank for the softmax's singular G.
         res["err_inverse"] = _error(
+            lambda: train_preconditioned(
+                "kfac",
+                "empirical",
+                rank,
+                world,
+                ddp=True,
+                distribute_inverses=True,
+                damping=1e-300,
+            )
+        )
+        res["err_undamped"] = _error(
             lambda: train_preconditioned(
                 "kfac", "empirical", rank, world, ddp=True, distribute_inverses=True, damping=0.0
             )

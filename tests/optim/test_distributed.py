@@ -78,6 +78,8 @@ def test_a_failed_inverse_on_its_owner_is_raised_on_every_rank(ranks):
     owner = [r for r in ranks if "K-FAC factor A of module '3' (Linear)" in r["err_inverse"]]
     other = [r for r in ranks if "on the rank that inverts it" in r["err_inverse"]]
     assert len(owner) == 1 and len(other) == 1
+    # undamped, every rank refuses (module 5's G, the softmax's Fisher, is singular)
+    assert all("damping=0.0" in r["err_undamped"] for r in ranks)
 
 
 @pytest.mark.parametrize("fisher", ["ggn", "kl_hessian", "empirical"])

@@ -184,6 +184,18 @@ class KFACBlock:
                 f"is not positive definite after damping={damping!r} (smallest eigenvalue "
                 f"{low:.3g}); use a larger damping, e.g. 1e-3 or more"
             )
+        if shift == 0.0:
+            # Undamped, a factor that is singular in exact arithmetic (softmax's G has the
+            # null vector 1) can pass the Cholesky after rounding and give an inverse with
+            # no correct digit: refuse once κ ≈ (max/min of the Cholesky diagonal)² nears 1/ε.
+            d = torch.diagonal(chol).abs()
+            kappa = float((d.max() / d.min()) ** 2) if float(d.min()) > 0 else math.inf
+            if not kappa * torch.finfo(f.dtype).eps < 1e-2:
+                raise KFACFactorError(
+                    f"K-FAC factor {name} of module '{self.path}' ({type(self.module).__name__}) "
+                    f"is numerically singular with damping={damping!r} (condition number about "
+                    f"{kappa:.3g} in {f.dtype}); use a damping > 0, e.g. 1e-3"
+                )
         return torch.cholesky_inverse(chol)
 
     def solve(self, grads: list[Tensor]) -> list[Tensor]:
