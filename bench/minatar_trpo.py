@@ -39,7 +39,12 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = dict(n_steps=2048, batch_size=128, gamma=0.99, gae_lambda=0.95, cg_max_steps=15,
                 cg_damping=0.1, target_kl=0.01, n_critic_updates=10, learning_rate=1e-3)  # fmt: skip
-ARMS = ("natgrad_ggn", "natgrad_kfac", "sb3")
+# K-FAC amortised (ACKTR's practice): factor statistics from 1/8 of the batch (256 rows),
+# inverses every 10 updates; the plain K-FAC arm takes both from the whole batch every time.
+KFAC_AMORTISED = dict(fisher_subsample=0.125, kfac_inverse_every=10)
+NATGRAD_ARMS = {"natgrad_ggn": ("ggn", {}), "natgrad_kfac": ("kfac", {}),
+                "natgrad_kfac_amortised": ("kfac", KFAC_AMORTISED)}  # fmt: skip
+ARMS = ("natgrad_ggn", "natgrad_kfac", "natgrad_kfac_amortised", "sb3")
 
 
 def _register() -> None:
@@ -122,7 +127,8 @@ def learn_one(arm: str, env_id: str, seed: int, steps: int, n_steps: int | None 
         final = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
         curve.append((model.num_timesteps, final))
     else:
-        model = make_natgrad(env_id, seed, arm.split("_")[1], **over)
+        fisher, extra = NATGRAD_ARMS[arm]
+        model = make_natgrad(env_id, seed, fisher, **extra, **over)
 
         def record(locals_: dict, globals_: dict) -> bool:
             ret = model.metrics.get("episode_return", float("nan"))
@@ -202,6 +208,7 @@ def plot(path: Path = RESULTS / "minatar_learning.jsonl", to: Path | None = None
     envs = sorted({r["env"] for r in runs})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
     labels = {"natgrad_ggn": "natgrad TRPO (GGN + CG)", "natgrad_kfac": "natgrad TRPO (K-FAC)",
+              "natgrad_kfac_amortised": "natgrad TRPO (K-FAC, amortised)",
               "sb3": "sb3-contrib TRPO"}  # fmt: skip
     for ax, env in zip(axes[0], envs):
         for arm in ARMS:
@@ -243,27 +250,38 @@ def speed(env_id: str = "MinAtar/Breakout-v1", repeats: int = 5, n_steps: int = 
     torch.set_num_threads(1)
     ours = make_natgrad(env_id, 0, "ggn", n_steps=n_steps)
     kfac = make_natgrad(env_id, 0, "kfac", n_steps=n_steps)
+    amort = make_natgrad(env_id, 0, "kfac", n_steps=n_steps, **KFAC_AMORTISED)
     ref = make_sb3(env_id, 0, n_steps=n_steps)
     n = n_steps * iterations
-    for m, sb3 in ((ours, False), (kfac, False), (ref, True)):
+    arms = {"sb3": (ref, True), "natgrad_ggn": (ours, False), "natgrad_kfac": (kfac, False),
+            "natgrad_kfac_amortised": (amort, False)}  # fmt: skip
+    for m, sb3 in arms.values():
         _iteration_rate(m, n_steps, sb3)  # warm up
-    rates: dict[str, list[float]] = {"natgrad_ggn": [], "natgrad_kfac": [], "sb3": []}
+    rates: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(repeats):
-        rates["sb3"].append(_iteration_rate(ref, n, True))
-        rates["natgrad_ggn"].append(_iteration_rate(ours, n, False))
-        rates["natgrad_kfac"].append(_iteration_rate(kfac, n, False))
+        for k, (m, sb3) in arms.items():
+            rates[k].append(_iteration_rate(m, n, sb3))
     # a K-FAC step (factors from sampled actions, inverses, the natural direction) against
-    # a plain gradient of the surrogate (forward and backward), same policy and batch
+    # a plain gradient of the surrogate (forward and backward), same policy and batch; each
+    # K-FAC figure is the mean over 20 consecutive steps (two inverse periods of the
+    # amortised arm), so its inverses are counted at their real rate
     batch = kfac._make_batch(kfac.collect_rollout()[0])
-    grad_t, kfac_t, sample_t = [], [], []
+    grad_t, sample_t = [], []
+    step_t: dict[str, list[float]] = {"natgrad_kfac": [], "natgrad_kfac_amortised": []}
     for _ in range(repeats):
         t = time.perf_counter()
         Surrogate(kfac.policy, batch, normalize_advantage=True)  # forward + gradient
         grad_t.append(time.perf_counter() - t)
-        t = time.perf_counter()  # K-FAC's statistics, inverses and direction (no line search)
-        problem = Surrogate(kfac.policy, batch, normalize_advantage=True, kfac=kfac.kfac)
-        kfac.natural_direction(problem)
-        kfac_t.append(time.perf_counter() - t)
+        for k, m in (("natgrad_kfac", kfac), ("natgrad_kfac_amortised", amort)):
+            cfg = m.config
+            t = time.perf_counter()  # K-FAC's statistics, inverses and direction
+            for _ in range(20):
+                problem = Surrogate(m.policy, batch, normalize_advantage=True, kfac=m.kfac,
+                                    kfac_subsample=cfg.fisher_subsample,
+                                    generator=m.generator)  # fmt: skip
+                m.natural_direction(problem)
+            step_t[k].append((time.perf_counter() - t) / 20)
+    kfac_t = step_t["natgrad_kfac"]
     from natgrad.rl.policies.actor_critic import TorchSampler, _CopiedActor
 
     sampler = ours.policy.sampler()
@@ -291,11 +309,16 @@ def speed(env_id: str = "MinAtar/Breakout-v1", repeats: int = 5, n_steps: int = 
         "speedup_kfac": med["natgrad_kfac"] / med["sb3"],
         "kfac_step_s": statistics.median(kfac_t), "grad_s": statistics.median(grad_t),
         "kfac_step_over_grad": statistics.median(kfac_t) / statistics.median(grad_t),
+        "speedup_kfac_amortised": med["natgrad_kfac_amortised"] / med["sb3"],
+        "kfac_amortised_step_s": statistics.median(step_t["natgrad_kfac_amortised"]),
+        "kfac_amortised_step_over_grad": statistics.median(step_t["natgrad_kfac_amortised"])
+        / statistics.median(grad_t),
+        "kfac_amortised_settings": KFAC_AMORTISED,
         "sampler_us_per_step": 1e6 * statistics.median(sample_t),
         "torch_sampler_us_per_step": 1e6 * statistics.median(torch_t),
         "raw_env_us_per_step": raw_env_us,
     }  # fmt: skip
-    for m in (ours, kfac):
+    for m in (ours, kfac, amort):
         m.close()
     return res
 

@@ -132,13 +132,16 @@ def test_minatar_bench_runs_each_arm_and_the_speed_probe(tmp_path):
     bench = load("minatar_trpo")
     out = tmp_path / "runs.jsonl"
     res = bench.learn(["MinAtar/Breakout-v1"], seeds=1, steps=128, jobs=1, out=out, n_steps=64)
-    assert sorted(r["arm"] for r in res) == ["natgrad_ggn", "natgrad_kfac", "sb3"]
+    assert sorted(r["arm"] for r in res) == [
+        "natgrad_ggn", "natgrad_kfac", "natgrad_kfac_amortised", "sb3",
+    ]  # fmt: skip
     assert all(r["curve"] and r["curve"][-1][0] >= 128 for r in res)
     summary = bench.summarise(out)["MinAtar/Breakout-v1 @ 128"]
-    assert set(summary) == {"natgrad_ggn", "natgrad_kfac", "sb3"}
+    assert set(summary) == {"natgrad_ggn", "natgrad_kfac", "natgrad_kfac_amortised", "sb3"}
     assert bench.plot(out, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     speed = bench.speed(repeats=1, n_steps=64)
     assert speed["speedup_ggn"] > 0 and speed["kfac_step_over_grad"] > 0
+    assert speed["speedup_kfac_amortised"] > 0 and speed["kfac_amortised_step_over_grad"] > 0
     assert speed["sampler_us_per_step"] > 0
 
 

@@ -135,6 +135,42 @@ def test_kfac_steps_use_conv2d_blocks_acktr():
     model.close()
 
 
+def test_kfac_factors_from_a_subsample_and_inverses_every_k_updates():
+    """fisher_subsample: K-FAC's statistics come from exactly the rows the generator draws;
+    kfac_inverse_every: the inverses are recomputed every k factor updates."""
+    from natgrad.fisher import subsample_batch
+    from natgrad.optim import KFAC
+    from natgrad.rl.algos.step import Surrogate
+
+    model = TRPO(ImageEnv, n_steps=64, seed=0, use_preset=False, fisher="kfac",
+                 fisher_subsample=0.25, kfac_inverse_every=3)  # fmt: skip
+    assert model.kfac.inverse_every == 3
+    batch = model._make_batch(model.collect_rollout()[0])
+    gen = torch.Generator().manual_seed(5)
+    ref = KFAC(model.policy.actor, damping=0.1, factor_decay=0.95, seed=0)
+    (sub,) = subsample_batch((batch.obs,), 0.25, torch.Generator().manual_seed(5))
+    assert sub.shape[0] == 16
+    with ref.capture():
+        dist = model.policy.distribution(sub)
+    ref.update_factors(dist)
+    Surrogate(model.policy, batch, normalize_advantage=True, kfac=model.kfac,
+              kfac_subsample=0.25, generator=gen)  # fmt: skip
+    for got, want in zip(model.kfac.blocks, ref.blocks):
+        assert torch.equal(got.A, want.A)  # the same 16 rows (A does not depend on sampling)
+    steps = []
+    for _ in range(4):
+        problem = Surrogate(model.policy, batch, normalize_advantage=True, kfac=model.kfac,
+                            kfac_subsample=0.25, generator=gen)  # fmt: skip
+        model.natural_direction(problem)
+        steps.append(model.kfac.inverse_step)
+    assert steps == [2, 2, 2, 5]  # inverted at update 2, again 3 updates later
+    model.learn(128)
+    assert np.isfinite(model.metrics["kl"]) and model.metrics["kl"] <= 0.01 * 1.0001
+    model.close()
+    with pytest.raises(ValueError, match="kfac_inverse_every"):
+        TRPO(ImageEnv, n_steps=64, fisher="kfac", kfac_inverse_every=0, use_preset=False)
+
+
 def test_kfac_with_an_unsupported_module_gives_the_existing_error():
     actor = nn.Sequential(nn.Flatten(), nn.Linear(72, 8), nn.LayerNorm(8), nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"K-FAC cannot factor module '2' \(LayerNorm\)"):

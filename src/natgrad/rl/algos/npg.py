@@ -31,7 +31,12 @@ class NPG(OnPolicyAlgorithm):
         cfg = self.config
         # 1. The surrogate L(θ) and its gradient g at θ_old.
         problem = Surrogate(
-            self.policy, batch, normalize_advantage=cfg.normalize_advantage, kfac=self.kfac
+            self.policy,
+            batch,
+            normalize_advantage=cfg.normalize_advantage,
+            kfac=self.kfac,
+            kfac_subsample=cfg.fisher_subsample,
+            generator=self.generator,
         )
         # 2-4. Fisher products → CG → x ≈ (F + λI)⁻¹g, scaled so that ½ xᵀFx = max_kl.
         direction = self.natural_direction(problem)

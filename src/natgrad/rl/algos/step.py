@@ -82,6 +82,8 @@ class Surrogate:
         *,
         normalize_advantage: bool,
         kfac: KFAC | None = None,
+        kfac_subsample: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.policy, self.obs, self.actions = policy, batch.obs, batch.actions
         self.masks = batch.action_masks
@@ -90,12 +92,20 @@ class Surrogate:
         if normalize_advantage and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         self.adv = adv
-        if kfac is not None:
+        if kfac is not None and kfac_subsample >= 1.0:
             with kfac.capture():
                 dist = policy.distribution(batch.obs, self.masks)
             kfac.update_factors(dist)  # factors from actions sampled from the policy itself
         else:
             dist = policy.distribution(batch.obs, self.masks)
+        if kfac is not None and kfac_subsample < 1.0:
+            # K-FAC's statistics from a random subset of the rows: its own forward, so the
+            # factor products cost O(subset) (bench/minatar_trpo.py speed)
+            rows = (batch.obs,) if self.masks is None else (batch.obs, self.masks)
+            sub = subsample_batch(rows, kfac_subsample, generator)
+            with kfac.capture():
+                sub_dist = policy.distribution(sub[0], sub[1] if len(sub) > 1 else None)
+            kfac.update_factors(sub_dist)
         self.dist, self.old = dist, dist.detach()
         self.old_log_prob = self.old.log_prob(batch.actions)
         ratio = torch.exp(dist.log_prob(batch.actions) - self.old_log_prob)
@@ -169,8 +179,8 @@ def make_kfac(policy: ActorCritic, cfg: AlgoConfig, seed: int) -> KFAC | None:
         )
     from natgrad.optim.kfac import KFAC
 
-    return KFAC(policy.actor, damping=cfg.cg_damping, factor_decay=0.95, inverse_every=1,
-                seed=seed)  # fmt: skip
+    return KFAC(policy.actor, damping=cfg.cg_damping, factor_decay=0.95,
+                inverse_every=cfg.kfac_inverse_every, seed=seed)  # fmt: skip
 
 
 def fisher_operator(

@@ -41,7 +41,11 @@ class AlgoConfig(ConfigBase):
     "kl_hessian" (exact, by double backprop: the reference) or "kfac" (K-FAC's
     Kronecker-factored Fisher solved directly, no CG: an ACKTR-style step)."""
     fisher_subsample: float = 1.0
-    """Fraction of the batch used for Fisher products, in (0, 1]."""
+    """Fraction of the batch used for Fisher products (with fisher="kfac": for K-FAC's
+    factor statistics), in (0, 1]."""
+    kfac_inverse_every: int = 1
+    """With fisher="kfac": recompute the damped factor inverses every this many updates
+    (kfac-pytorch's inv_update_steps); the factors themselves are updated every time."""
     critic_lr: float = 1e-3
     """Adam learning rate of the critic."""
     n_critic_updates: int = 10
@@ -79,6 +83,9 @@ class AlgoConfig(ConfigBase):
         if not 0.0 < self.fisher_subsample <= 1.0:
             _bad("fisher_subsample", self.fisher_subsample, "a fraction in (0, 1]")
         _choice(self, "fisher", ("ggn", "kl_hessian", "kfac"))
+        every = self.kfac_inverse_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            _bad("kfac_inverse_every", every, "an int >= 1")
 
 
 @dataclass
