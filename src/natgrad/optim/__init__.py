@@ -20,7 +20,8 @@ from natgrad.optim.diag import DiagonalFisher
 from natgrad.optim.diag_preconditioner import DiagonalPreconditioner
 from natgrad.optim.kfac import KFAC, KFACFactorError
 from natgrad.optim.kfac_preconditioner import KFACPreconditioner
-from natgrad.optim.natural_gradient import GroupStep, NaturalGradient, StepRecord
+from natgrad.optim.natural_gradient import NaturalGradient
+from natgrad.optim.records import GroupStep, StepRecord
 
 __all__ = [
     "KFAC",
