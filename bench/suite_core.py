@@ -144,9 +144,11 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-# Fields added to the configs later, left out at the value that means "off", so that
-# runs from before they existed keep their identity.
-NEUTRAL = {"use_sde": False}
+# Fields added to the configs later, left out at the value that means "off" (the code
+# before them), so that runs from before they existed keep their identity.
+NEUTRAL: dict[str, Any] = {"use_sde": False, "features_extractor": "auto", "features_dim": 0,
+                           "features_extractor_kwargs": None, "kfac_inverse_every": 1,
+                           "env_package": "", "env_wrapper": ""}  # fmt: skip
 NEUTRAL_WITH = {"sde_sample_freq": ("use_sde", False)}  # meaningless while use_sde is off
 
 
