@@ -27,7 +27,8 @@ class RolloutConfig(ConfigBase):
     ray_address: str = ""
     """Address of a running Ray cluster for vec="ray" ("" starts a local Ray instance)."""
     threads: int = 1
-    """torch threads for the update (1 is fastest for small MLPs)."""
+    """torch and numpy-BLAS threads for the rollout and the update (1 is fastest for
+    small networks)."""
     critic_worker: bool = False
     """Fit the (default MLP) critic in a helper process, on a second CPU core, while the
     policy step runs, and collect the next batch meanwhile. The results are the same bits
