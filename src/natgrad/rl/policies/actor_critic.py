@@ -108,8 +108,10 @@ class ActorCritic(nn.Module):
         fast_paths: Use the plain-MLP fast paths where the networks allow them.
         observation_space: The env's observation space: with images, ``uint8`` data or a
             custom extractor, each default network is a feature extractor then the MLP.
-        features_extractor, features_dim, features_extractor_kwargs: The extractor
-            (see :class:`~natgrad.rl.config.PolicyConfig`).
+        features_extractor: The extractor's name or ``"module:Class"`` (see
+            :class:`~natgrad.rl.config.PolicyConfig`).
+        features_dim: Output size of each CNN (0: its default).
+        features_extractor_kwargs: More keyword arguments for the extractor.
         use_sde: gSDE (Box actions; an ``nn.Sequential`` actor ending in ``nn.Linear``, as
             the default MLP): ``log_std`` is then a ``(k, d)`` matrix, k the width of the
             actor's last hidden layer, and the action noise ``z(s) ε`` (SB3's ``use_sde``,
