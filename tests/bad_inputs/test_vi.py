@@ -215,8 +215,8 @@ def _inference(data, dtype, full):
         ),
     }
     call, relevant = calls[entry]
-    if entry == "adam" and not 0 < lr < math.inf:
-        bad.add("lr")
+    if entry == "adam" and not 0 < lr <= torch.finfo(dtype).max:
+        bad.add("lr")  # also a finite lr that the dtype cannot hold
     if entry == "elbo" and t.kind == "nan":
         bad.add("log_joint")
     if entry in ("fit", "adam") and steps == 0:
@@ -247,6 +247,11 @@ def _inference(data, dtype, full):
         q, history = out
         assert len(history) <= steps and all(math.isfinite(h.elbo) for h in history if h.ok)
         assert_finite(q.loc, q.precision)
+        if history and not history[-1].ok and "after step" in history[-1].message:
+            # a step that left no proper Gaussian (exp(log σ) over- or underflowed) is undone
+            event("fit_adam: step undone")
+            assert torch.equal(q.loc, t.q.loc)
+            return
         if steps == 1 and n_samples is None and t.kind == "ok":
             event("fit_adam compared with torch.optim.Adam")
             loc, cov = _adam_reference(t, lr)

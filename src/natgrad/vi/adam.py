@@ -64,6 +64,21 @@ class _Params:
         c = self.scale()
         return self.loc + (eps * c if self.diagonal else eps @ c.mT)
 
+    def valid(self) -> bool:
+        """Whether these parameters make a proper Gaussian in the dtype: a finite mean,
+        and a scale whose diagonal is positive and finite with a finite precision (a huge
+        step can leave ``raw`` finite while ``exp(raw)`` over- or underflows)."""
+        with torch.no_grad():
+            if not bool(torch.isfinite(self.loc).all()) or not bool(torch.isfinite(self.raw).all()):
+                return False
+            c = self.scale()
+            diag = c if self.diagonal else c.diagonal()
+            return bool(
+                torch.isfinite(c).all()
+                and (diag > 0).all()
+                and torch.isfinite(diag.square().reciprocal()).all()
+            )
+
     def to_q(self) -> GaussianQ:
         with torch.no_grad():
             loc, c = self.loc.detach().clone(), self.scale().detach()
@@ -122,8 +137,20 @@ def fit_adam(
     opt = torch.optim.Adam(params.tensors(), lr=1.0, betas=betas)
     d = q0.dim
     history: list[VIStepInfo] = []
+    top = torch.finfo(q0.dtype).max
+
+    def representable(lr_t: float) -> float:
+        if lr_t > top:
+            raise ValueError(
+                f"lr={lr_t!r} is larger than the largest {q0.dtype} ({top:.3g}); Adam's step "
+                "cannot be represented: use a smaller lr, e.g. 1e-2"
+            )
+        return lr_t
+
+    if not callable(lr):
+        representable(float(lr))
     for t in range(steps):
-        lr_t = _check_lr(lr(t), t) if callable(lr) else float(lr)
+        lr_t = representable(_check_lr(lr(t), t) if callable(lr) else float(lr))
         for group in opt.param_groups:
             group["lr"] = lr_t
         eps = standard_points(
@@ -145,7 +172,7 @@ def fit_adam(
             break
         snapshot = [p.detach().clone() for p in params.tensors()]
         opt.step()
-        if not all(bool(torch.isfinite(p).all()) for p in params.tensors()):
+        if not params.valid():
             with torch.no_grad():
                 for p, old in zip(params.tensors(), snapshot, strict=True):
                     p.copy_(old)
